@@ -1,0 +1,72 @@
+"""strata's storage layer: lineage keys, Zarr v3 savers and loaders, catalogs.
+
+The roles follow strax: a :class:`StorageFrontend` is a catalog that finds data by key, a
+:class:`StorageBackend` loads it lazily and makes :class:`Saver` objects, which write it.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .backends.base import StorageBackend
+from .backends.zarr import ZarrBackend, ZarrSaver
+from .codecs import PRESETS, codec_chain
+from .errors import (
+    DataCorrupted,
+    DataExistsError,
+    DataNotAvailable,
+    InvalidKey,
+    ReadOnlyError,
+    StorageError,
+)
+from .frontends.base import Entry, Location, StorageFrontend
+from .frontends.directory import DirectoryFrontend
+from .keys import DataKey, canonical_json, lineage_hash, lineage_matches
+from .lazy import LazyData
+from .manifest import Manifest, Partition, Segment
+from .registry import open_backend, open_frontend, register_frontend
+from .saver import Saver
+
+__all__ = [
+    "PRESETS",
+    "DataCorrupted",
+    "DataExistsError",
+    "DataKey",
+    "DataNotAvailable",
+    "DirectoryFrontend",
+    "Entry",
+    "InvalidKey",
+    "LazyData",
+    "Location",
+    "Manifest",
+    "Partition",
+    "ReadOnlyError",
+    "Saver",
+    "Segment",
+    "StorageBackend",
+    "StorageError",
+    "StorageFrontend",
+    "ZarrBackend",
+    "ZarrSaver",
+    "__version__",
+    "canonical_json",
+    "codec_chain",
+    "gc",
+    "lineage_hash",
+    "lineage_matches",
+    "open_backend",
+    "open_frontend",
+    "register_frontend",
+]
+
+
+def gc(
+    url: str, min_age_seconds: float = 3600.0, dry_run: bool = False, **kwargs: object
+) -> list[str]:
+    """Remove what failed or killed saves left under ``url``; returns the removed paths.
+
+    Attempts younger than ``min_age_seconds`` are kept: they may belong to a running save.
+    """
+    backend = open_backend(url, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(backend, ZarrBackend)
+    return backend.gc(min_age_seconds=min_age_seconds, dry_run=dry_run)

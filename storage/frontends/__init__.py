@@ -1,0 +1,1 @@
+"""Frontends: catalogs that find stored data by key."""

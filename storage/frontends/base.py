@@ -1,0 +1,218 @@
+"""The StorageFrontend role: the catalog that says where data lives."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..backends.base import StorageBackend
+from ..errors import DataNotAvailable, ReadOnlyError
+from ..keys import DataKey, validate_run_id
+from ..lazy import LazyData
+from ..manifest import Manifest
+from ..saver import Saver
+
+__all__ = ["Entry", "Location", "StorageFrontend"]
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a key's data lives: the name of a backend of the frontend and its backend key."""
+
+    backend: str
+    backend_key: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A catalog entry: a committed key, where it is, and a summary of what it holds."""
+
+    key: DataKey
+    location: Location
+    rows: int
+    nbytes: int
+    stored_bytes: int | None
+    start: int | None
+    end: int | None
+    partitions: int
+    writing_ended: str
+
+
+class StorageFrontend(ABC):
+    """A catalog of stored data (strax's StorageFrontend).
+
+    Subclasses implement the primitives :meth:`_find`, :meth:`_list`, :meth:`_backend_for_save`,
+    :meth:`_read_run_metadata`, :meth:`_write_run_metadata` and :meth:`_list_runs`. The public
+    methods here add the rules shared by every catalog: ``readonly``, ``take_only`` /
+    ``exclude``, validation, and fuzzy-matching arguments.
+
+    Parameters
+    ----------
+    readonly
+        Refuse savers and run-metadata writes with ``ReadOnlyError``.
+    take_only
+        If given, only these data types are found or saved here.
+    exclude
+        Data types never found or saved here.
+
+    """
+
+    backends: dict[str, StorageBackend]
+
+    def __init__(
+        self,
+        readonly: bool = False,
+        take_only: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+    ) -> None:
+        self.readonly = readonly
+        self.take_only = tuple([take_only] if isinstance(take_only, str) else take_only)
+        self.exclude = tuple([exclude] if isinstance(exclude, str) else exclude)
+
+    # -- primitives -------------------------------------------------------------------------
+    @abstractmethod
+    def _find(
+        self, key: DataKey, fuzzy_for: tuple[str, ...], fuzzy_for_options: tuple[str, ...]
+    ) -> tuple[Location, DataKey]:
+        """Locate committed data for ``key``; return its location and the stored key."""
+
+    @abstractmethod
+    def _list(self, run_id: str | None) -> list[Entry]:
+        """Entries of committed data, optionally of one run."""
+
+    @abstractmethod
+    def _backend_for_save(self, key: DataKey) -> str:
+        """Name of the backend new data for ``key`` goes to."""
+
+    @abstractmethod
+    def _read_run_metadata(self, run_id: str) -> dict[str, Any]:
+        """The run document; ``DataNotAvailable`` if there is none."""
+
+    @abstractmethod
+    def _write_run_metadata(self, run_id: str, doc: dict[str, Any]) -> None:
+        """Write the run document atomically."""
+
+    @abstractmethod
+    def _list_runs(self) -> list[str]:
+        """Run ids that have a run document or stored data."""
+
+    def _register(self, key: DataKey, location: Location, manifest: Manifest) -> None:  # noqa: B027
+        """Called after a save commits; catalogs that index saves (SQL) override it."""
+
+    # -- public API -------------------------------------------------------------------------
+    def takes(self, data_type: str) -> bool:
+        """Whether this frontend finds and saves ``data_type`` (``take_only`` / ``exclude``)."""
+        if self.take_only and data_type not in self.take_only:
+            return False
+        return data_type not in self.exclude
+
+    def find(
+        self,
+        key: DataKey,
+        fuzzy_for: Iterable[str] = (),
+        fuzzy_for_options: Iterable[str] = (),
+    ) -> Location:
+        """Where ``key`` is stored; raises ``DataNotAvailable`` if it is not.
+
+        ``fuzzy_for`` (data types) and ``fuzzy_for_options`` (option names) loosen the lineage
+        match; see :func:`storage.keys.lineage_matches`.
+        """
+        return self.find_key(key, fuzzy_for, fuzzy_for_options)[0]
+
+    def find_key(
+        self,
+        key: DataKey,
+        fuzzy_for: Iterable[str] = (),
+        fuzzy_for_options: Iterable[str] = (),
+    ) -> tuple[Location, DataKey]:
+        """As :meth:`find`, also returning the stored key (which differs for a fuzzy match)."""
+        if not self.takes(key.data_type):
+            raise DataNotAvailable(f"{self!r} does not take {key.data_type!r}")
+        return self._find(key, tuple(fuzzy_for), tuple(fuzzy_for_options))
+
+    def find_several(
+        self,
+        keys: Sequence[DataKey],
+        fuzzy_for: Iterable[str] = (),
+        fuzzy_for_options: Iterable[str] = (),
+    ) -> list[Location | None]:
+        """:meth:`find` for several keys; ``None`` for each key not stored."""
+        out: list[Location | None] = []
+        for k in keys:
+            try:
+                out.append(self.find(k, fuzzy_for, fuzzy_for_options))
+            except DataNotAvailable:
+                out.append(None)
+        return out
+
+    def is_stored(self, key: DataKey, **fuzzy: Any) -> bool:
+        """Whether ``key`` is stored here."""
+        try:
+            self.find(key, **fuzzy)
+        except DataNotAvailable:
+            return False
+        return True
+
+    def list(self, run_id: str | None = None) -> list[Entry]:
+        """Committed entries, optionally of one run, that this frontend takes."""
+        if run_id is not None:
+            validate_run_id(run_id)
+        return [e for e in self._list(run_id) if self.takes(e.key.data_type)]
+
+    def get_metadata(self, key: DataKey, **fuzzy: Any) -> Manifest:
+        """The manifest of stored ``key``."""
+        loc = self.find(key, **fuzzy)
+        return self.backends[loc.backend].get_metadata(loc.backend_key)
+
+    def loader(
+        self,
+        key: DataKey,
+        fields: Sequence[str] | None = None,
+        time_range: tuple[int, int] | None = None,
+        fuzzy_for: Iterable[str] = (),
+        fuzzy_for_options: Iterable[str] = (),
+    ) -> LazyData:
+        """Lazy Dask collections over stored ``key`` (see ``StorageBackend.loader``)."""
+        loc = self.find(key, fuzzy_for, fuzzy_for_options)
+        return self.backends[loc.backend].loader(
+            loc.backend_key, fields=fields, time_range=time_range
+        )
+
+    def saver(
+        self,
+        key: DataKey,
+        dtype: Any,
+        metadata: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> Saver:
+        """A Saver committing ``key`` here; ``ReadOnlyError`` if this frontend is read-only or
+        does not take the data type, ``DataExistsError`` if it is stored and not overwritten.
+        """
+        if self.readonly:
+            raise ReadOnlyError(f"{self!r} is read-only: cannot save {key}")
+        if not self.takes(key.data_type):
+            raise ReadOnlyError(f"{self!r} does not take {key.data_type!r} (take_only/exclude)")
+        name = self._backend_for_save(key)
+        backend = self.backends[name]
+        saver = backend.saver(backend.backend_key(key), key, dtype, metadata, overwrite)
+        if type(self)._register is not StorageFrontend._register:
+            saver.on_commit = (self, Location(name, backend.backend_key(key)))
+        return saver
+
+    def run_metadata(self, run_id: str) -> dict[str, Any]:
+        """The run-level metadata document of ``run_id`` (``DataNotAvailable`` if none)."""
+        return self._read_run_metadata(validate_run_id(run_id))
+
+    def write_run_metadata(self, run_id: str, doc: dict[str, Any]) -> None:
+        """Write (replace) the run-level metadata document of ``run_id``."""
+        if self.readonly:
+            raise ReadOnlyError(f"{self!r} is read-only: cannot write run metadata of {run_id!r}")
+        if not isinstance(doc, dict):
+            raise TypeError(f"run metadata must be a dict, got {type(doc).__name__}")
+        self._write_run_metadata(validate_run_id(run_id), doc)
+
+    def list_runs(self) -> list[str]:
+        """Run ids known here."""
+        return self._list_runs()

@@ -1,0 +1,201 @@
+"""DirectoryFrontend: the catalog is the storage layout itself; no database needed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from ..backends.zarr import ZarrBackend
+from ..codecs import CompressorLike
+from ..errors import DataCorrupted, DataNotAvailable, InvalidKey
+from ..fs import atomic_write, redact_url
+from ..keys import DataKey, lineage_matches, validate_run_id
+from .base import Entry, Location, StorageFrontend
+
+__all__ = ["DirectoryFrontend"]
+
+logger = logging.getLogger(__name__)
+
+
+def _rebuild(kwargs: dict[str, Any]) -> DirectoryFrontend:
+    return DirectoryFrontend(**kwargs)
+
+
+class DirectoryFrontend(StorageFrontend):
+    """A catalog that is the directory layout of one :class:`ZarrBackend` at ``url``.
+
+    An exact :meth:`find` reads one manifest and lists nothing. A fuzzy find lists the data
+    directory of that run and compares the stored lineages of that data type.
+
+    Parameters
+    ----------
+    url
+        Any URL :class:`~storage.backends.zarr.ZarrBackend` accepts.
+    storage_options
+        fsspec options (credentials are never shown).
+    readonly, take_only, exclude
+        See :class:`~storage.frontends.base.StorageFrontend`.
+    compressor, chunk_target_mb
+        Passed to the backend for new saves.
+
+    """
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        readonly: bool = False,
+        take_only: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        compressor: CompressorLike = None,
+        chunk_target_mb: float = 32,
+    ) -> None:
+        super().__init__(readonly=readonly, take_only=take_only, exclude=exclude)
+        self.backend = ZarrBackend(
+            url,
+            storage_options=storage_options,
+            compressor=compressor,
+            chunk_target_mb=chunk_target_mb,
+            readonly=readonly,
+        )
+        self.backends = {"zarr": self.backend}
+        self._kwargs = {
+            "url": url,
+            "storage_options": storage_options,
+            "readonly": readonly,
+            "take_only": self.take_only,
+            "exclude": self.exclude,
+            "compressor": compressor,
+            "chunk_target_mb": chunk_target_mb,
+        }
+
+    @property
+    def url(self) -> str:
+        """The root URL."""
+        return self.backend.url
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self._kwargs,))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DirectoryFrontend):
+            return NotImplemented
+        return repr(self._kwargs) == repr(other._kwargs)
+
+    def __hash__(self) -> int:
+        return hash(self.backend)
+
+    def __repr__(self) -> str:
+        ro = ", readonly=True" if self.readonly else ""
+        return f"DirectoryFrontend({redact_url(self.backend.url)!r}{ro})"
+
+    # -- primitives -------------------------------------------------------------------------
+    def _find(
+        self, key: DataKey, fuzzy_for: tuple[str, ...], fuzzy_for_options: tuple[str, ...]
+    ) -> tuple[Location, DataKey]:
+        bk = self.backend.backend_key(key)
+        try:
+            m = self.backend.get_metadata(bk)
+            if m.key == key:
+                return Location("zarr", bk), key
+        except DataNotAvailable:
+            pass
+        if not fuzzy_for and not fuzzy_for_options:
+            raise DataNotAvailable(f"{key} is not stored in {self!r}")
+        for other in self.backend.list_backend_keys(key.run_id):
+            if not other.split("/", 1)[1].startswith(f"{key.data_type}-") or other == bk:
+                continue
+            try:
+                m = self.backend.get_metadata(other)
+            except DataNotAvailable:
+                continue
+            except (DataCorrupted, InvalidKey) as e:
+                logger.warning("skipping %s in fuzzy search: %s", other, e)
+                continue
+            if m.key.data_type == key.data_type and lineage_matches(
+                m.key.lineage, key.lineage, fuzzy_for, fuzzy_for_options
+            ):
+                return Location("zarr", other), m.key
+        raise DataNotAvailable(
+            f"{key} is not stored in {self!r}, not even fuzzily "
+            f"(fuzzy_for={list(fuzzy_for)}, fuzzy_for_options={list(fuzzy_for_options)})"
+        )
+
+    def _list(self, run_id: str | None) -> list[Entry]:
+        out = []
+        for bk in self.backend.list_backend_keys(run_id):
+            try:
+                m = self.backend.get_metadata(bk)
+            except (DataNotAvailable, InvalidKey):
+                continue  # an uncommitted attempt, or not ours
+            except DataCorrupted as e:
+                logger.warning("listing: %s", e)
+                continue
+            out.append(
+                Entry(
+                    key=m.key,
+                    location=Location("zarr", bk),
+                    rows=m.rows,
+                    nbytes=m.nbytes,
+                    stored_bytes=None,
+                    start=m.start,
+                    end=m.end,
+                    partitions=len(m.partitions),
+                    writing_ended=m.writing_ended,
+                )
+            )
+        return out
+
+    def stored_bytes(self, key: DataKey) -> int:
+        """Bytes on storage of committed ``key`` (lists its attempt)."""
+        loc = self.find(key)
+        m = self.backend.get_metadata(loc.backend_key)
+        path = self.backend.path("data", loc.backend_key, m.attempt)
+        return int(self.backend.fs.du(path, total=True))
+
+    def _backend_for_save(self, key: DataKey) -> str:
+        return "zarr"
+
+    def _run_path(self, run_id: str) -> str:
+        return self.backend.path("runs", f"{validate_run_id(run_id)}.json")
+
+    def _read_run_metadata(self, run_id: str) -> dict[str, Any]:
+        path = self._run_path(run_id)
+        try:
+            raw = self.backend.fs.cat_file(path)
+        except FileNotFoundError:
+            raise DataNotAvailable(f"no run metadata for run {run_id!r} in {self!r}") from None
+        try:
+            doc = json.loads(raw)
+        except ValueError as e:
+            raise DataCorrupted(
+                f"run metadata {run_id!r} in {self!r} is not valid JSON: {e}"
+            ) from e
+        if not isinstance(doc, dict):
+            raise DataCorrupted(f"run metadata {run_id!r} in {self!r} is not a JSON object")
+        return doc
+
+    def _write_run_metadata(self, run_id: str, doc: dict[str, Any]) -> None:
+        raw = json.dumps(doc, indent=1, sort_keys=True, allow_nan=False).encode()
+        path = self._run_path(run_id)
+        atomic_write(self.backend.fs, path, raw)
+        self.backend._invalidate(path.rsplit("/", 1)[0])
+
+    def _list_runs(self) -> list[str]:
+        runs = {
+            n[: -len(".json")]
+            for n in self.backend._ls_names(self.backend.path("runs"))
+            if n.endswith(".json")
+        }
+        runs.update(self.backend._ls_names(self.backend.path("data")))
+        return sorted(runs)
+
+    def gc(self, min_age_seconds: float = 3600.0, dry_run: bool = False) -> list[str]:
+        """Remove what failed or killed saves left behind (see ``ZarrBackend.gc``)."""
+        return self.backend.gc(min_age_seconds=min_age_seconds, dry_run=dry_run)
+
+    def remove(self, key: DataKey) -> None:
+        """Remove stored ``key``."""
+        self.backend.remove(self.find(key).backend_key)
