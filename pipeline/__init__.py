@@ -1,5 +1,60 @@
-"""strata's processing layer: plugins, lineage, the Context and the ``strata`` CLI."""
+"""strata's processing layer: plugins, lineage, the Context and the ``strata`` CLI.
+
+>>> import numpy as np
+>>> from pipeline import Context, Option, Plugin, time_fields
+>>> class Pulses(Plugin):
+...     provides = "pulses"
+...     dtype = time_fields() + [("area", np.float32)]
+...     rate = Option(default=3, type=int)
+...     def partitions(self, run_id):
+...         return [(0, 100), (100, 200)]
+...     def compute(self, start, end):
+...         out = np.zeros(self.rate, dtype=self.dtype_of("pulses"))
+...         out["time"] = start + np.arange(self.rate)
+...         out["endtime"] = out["time"] + 1
+...         return out
+>>> ctx = Context(register=Pulses)
+>>> len(ctx.get_array("run_1", "pulses"))
+6
+>>> ctx.lineage("run_1", "pulses")
+{'pulses': ['Pulses', '0.0.0', {'rate': 3}]}
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .context import CONTEXT_OPTIONS, Context
+from .dtypes import field_help, merge_arrays, strip_titles, time_dt_fields, time_fields
+from .errors import (
+    CreationForbidden,
+    IncompatibleTargets,
+    OptionError,
+    OptionTypeError,
+    PipelineError,
+    PluginDefinitionError,
+    PluginOutputError,
+    UnknownDataType,
+)
+from .options import MISSING, Option
+from .plugin import Plugin, SaveWhen
+
+__all__ = [
+    "CONTEXT_OPTIONS",
+    "MISSING",
+    "Context",
+    "CreationForbidden",
+    "IncompatibleTargets",
+    "Option",
+    "OptionError",
+    "OptionTypeError",
+    "PipelineError",
+    "Plugin",
+    "PluginDefinitionError",
+    "PluginOutputError",
+    "SaveWhen",
+    "UnknownDataType",
+    "field_help",
+    "merge_arrays",
+    "strip_titles",
+    "time_dt_fields",
+    "time_fields",
+]

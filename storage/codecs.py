@@ -58,7 +58,7 @@ def _numcodecs_to_zarr(codec: numcodecs.abc.Codec) -> BytesBytesCodec:
 
 def _preset(name: str) -> list[BytesBytesCodec]:
     n = name.lower().strip()
-    if n in ("none", ""):
+    if n == "none":
         return []
     if n == "zstd":
         return [ZstdCodec(level=3)]

@@ -84,12 +84,21 @@ FsFactory = Callable[[str, dict[str, Any], bool], tuple[Any, str]]
 ExclusiveWriter = Callable[[Any, str, bytes], None]
 FS_FACTORIES: dict[str, FsFactory] = {}
 EXCLUSIVE_WRITERS: dict[str, ExclusiveWriter] = {}
+ATOMIC_WRITERS: dict[str, ExclusiveWriter] = {}
+
+
+def _register_remote() -> None:
+    # storage.remote fills the hooks for s3:// and ssh:// (it imports s3fs/sshfs only when used)
+    from .remote import ensure_registered
+
+    ensure_registered()
 
 
 def open_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """Return ``(filesystem, root path)`` for ``url`` (synchronous fsspec API)."""
     protocol, path = split_url(url)
     opts = dict(storage_options or {})
+    _register_remote()
     if protocol in FS_FACTORIES:
         return FS_FACTORIES[protocol](url, opts, False)
     if protocol == "file":
@@ -106,6 +115,7 @@ def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None) -> St
     opts = dict(storage_options or {})
     if protocol == "file":
         return LocalStore(path)
+    _register_remote()
     if protocol in FS_FACTORIES:
         afs, root = FS_FACTORIES[protocol](url, opts, True)
         return FsspecStore(afs, path=root)
@@ -133,6 +143,11 @@ def atomic_write(fs: Any, path: str, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        return
+    _register_remote()
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ATOMIC_WRITERS:  # e.g. SFTP: a temporary file, then an atomic rename
+        ATOMIC_WRITERS[protocol](fs, path, data)
     else:
         parent = path.rsplit("/", 1)[0]
         if parent:
@@ -152,6 +167,7 @@ def exclusive_write(fs: Any, path: str, data: bytes) -> None:
     ``rename``); memory checks under a lock; remote schemes register their own primitive
     (S3 ``If-None-Match: *``, SFTP rename, which never overwrites).
     """
+    _register_remote()
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol in EXCLUSIVE_WRITERS:
         EXCLUSIVE_WRITERS[protocol](fs, path, data)
@@ -168,7 +184,9 @@ def exclusive_write(fs: Any, path: str, data: bytes) -> None:
         finally:
             os.unlink(tmp)
         return
-    if protocol == "memory":
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    if isinstance(fs, MemoryFileSystem):
         with _memory_lock:
             if fs.exists(path):
                 raise FileExistsError(path)

@@ -46,6 +46,20 @@ def register_frontend(scheme: str, factory: FrontendFactory) -> None:
     FRONTENDS[scheme.lower()] = factory
 
 
+def _sql_frontend(url: str, **kwargs: Any) -> StorageFrontend:
+    """An SQLFrontend, imported on first use: SQLAlchemy is loaded only for SQL catalogs."""
+    try:
+        from .frontends.sql import SQLFrontend
+    except ImportError as e:
+        hint = INSTALL_HINTS["postgresql" if _scheme(url).startswith("postgres") else "sqlite"]
+        raise ImportError(f"SQL catalogs need an extra: {hint}") from e
+    return SQLFrontend(url, **kwargs)
+
+
+for _s in ("sqlite", "postgresql", "postgres"):
+    register_frontend(_s, _sql_frontend)
+
+
 def _scheme(url: str) -> str:
     if "://" in url:
         s = url.split("://", 1)[0].lower()
@@ -78,7 +92,7 @@ def open_frontend(url: str | StorageFrontend, **kwargs: Any) -> StorageFrontend:
         return url
     scheme = _scheme(url)
     if scheme in FRONTENDS:
-        if scheme not in ("sqlite", "postgresql"):
+        if scheme not in ("sqlite", "postgresql", "postgres"):
             _check_fsspec(url)
         return FRONTENDS[scheme](url, **kwargs)
     if scheme in INSTALL_HINTS and scheme in ("sqlite", "postgresql"):

@@ -9,17 +9,23 @@ from typing import Any
 from ..keys import DataKey
 from ..lazy import LazyData
 from ..manifest import Manifest
+from ..objects.store import ObjectStore
 from ..saver import Saver
 
 __all__ = ["StorageBackend"]
 
 
-class StorageBackend(ABC):
+class StorageBackend(ObjectStore, ABC):
     """Where payloads live. A frontend (catalog) resolves keys to ``backend_key`` strings;
     the backend reads and writes what they name.
 
     Backends pickle by their constructor arguments and compare by value, so Dask workers can
     receive them and read or write storage directly.
+
+    Every backend is also an object store (the openff-evaluator contract, see
+    :class:`~storage.objects.store.ObjectStore`): public ``store_object``, ``retrieve_object``,
+    ``has_object``, ``query`` and ``remove_object`` built on the primitives ``_store_object``,
+    ``_retrieve_object`` and ``_object_exists``, called under a reentrant lock.
     """
 
     readonly: bool = False

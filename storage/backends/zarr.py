@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from zarr.codecs import Crc32cCodec
 
 from .. import __version__
 from ..codecs import CompressorLike, compressors
@@ -31,6 +32,7 @@ from ..fs import atomic_write, exclusive_write, open_fs, redact, redact_url, spl
 from ..keys import DataKey, validate_data_type, validate_run_id
 from ..lazy import LazyData
 from ..manifest import Manifest, Partition, Segment, now_iso
+from ..objects.fsstore import FsObjectStore  # stored objects (issue 5): see that module
 from ..records import dtype_to_json
 from ..saver import Saver
 from .base import StorageBackend
@@ -52,7 +54,7 @@ def _rebuild(cls: type[ZarrBackend], kwargs: dict[str, Any]) -> ZarrBackend:
     return cls(**kwargs)
 
 
-class ZarrBackend(StorageBackend):
+class ZarrBackend(FsObjectStore, StorageBackend):
     """Stores data types as Zarr v3 groups under an fsspec URL.
 
     Parameters
@@ -84,7 +86,8 @@ class ZarrBackend(StorageBackend):
         self.url = url if "://" in url else self.root
         self.storage_options = dict(storage_options or {})
         self.compressor = compressor
-        self.compressors = compressors(compressor)  # validates early
+        # the checksum is always the last codec: decoded first, it refuses damaged chunks
+        self.compressors = [*compressors(compressor), Crc32cCodec()]
         if not chunk_target_mb > 0:
             raise ValueError(f"chunk_target_mb must be positive, got {chunk_target_mb!r}")
         self.chunk_target_mb = chunk_target_mb
@@ -271,6 +274,7 @@ class ZarrBackend(StorageBackend):
         """Remove committed data: the manifest first, then the attempt directories."""
         self._check_writable(f"remove {backend_key}")
         d = self._key_dir(backend_key)
+        self._unindex_array(backend_key)  # stored-object index first (FsObjectStore)
         try:
             self.fs.rm_file(f"{d}/{MANIFEST}")
         except FileNotFoundError:
@@ -676,6 +680,7 @@ class ZarrSaver(Saver):
                     "this attempt was discarded"
                 ) from None
         b._invalidate(d)
+        b._index_array(self.backend_key, manifest)  # as a stored object (FsObjectStore)
         logger.info("committed %s (%d rows, %d segments)", self.key, manifest.rows, len(segments))
         return manifest
 

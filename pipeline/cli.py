@@ -1,0 +1,568 @@
+"""The ``strata`` command: run the demo, make data, and look at what is stored.
+
+Every command takes ``--storage`` (repeatable; default ``./strata_data``, or the
+``STRATA_STORAGE`` environment variable), so nothing needs to be running for a first try::
+
+    strata demo                       # simulate 3 runs, make peak_basics, summary table, plot
+    strata ls                         # what is stored
+    strata info demo_000 peak_basics  # key, lineage, fields, stored copies
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import importlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from storage import DirectoryFrontend, Entry, StorageError, StorageFrontend, open_frontend
+
+from .context import Context
+from .errors import PipelineError
+from .plugin import Plugin
+
+__all__ = ["load_plugins", "main"]
+
+logger = logging.getLogger(__name__)
+
+console = Console()
+DEFAULT_STORAGE = "./strata_data"
+DEMO_PLUGINS = "pipeline.demo:PLUGINS"
+
+
+def _storage_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--storage",
+        "-s",
+        "storage",
+        multiple=True,
+        default=(DEFAULT_STORAGE,),
+        show_default=True,
+        envvar="STRATA_STORAGE",
+        help="Storage URL or path (repeatable; searched in order, saved to every writable one).",
+    )(f)
+
+
+def _errors(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected errors into a one-line message and exit status 1."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except (PipelineError, StorageError, ImportError, ValueError, OSError) as e:
+            raise click.ClickException(f"{type(e).__name__}: {e}") from e
+
+    return wrapper
+
+
+def load_plugins(specs: Sequence[str]) -> list[type[Plugin]]:
+    """Plugin classes from ``module:attr`` specs (attr: a Plugin class or a list of them;
+    ``module`` alone: every Plugin subclass defined in the module).
+    """
+    out: list[type[Plugin]] = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise click.BadParameter(
+                f"cannot import {module_name!r}: {e}", param_hint="--plugins"
+            ) from e
+        if not attr:
+            found = [
+                v
+                for v in vars(module).values()
+                if isinstance(v, type)
+                and issubclass(v, Plugin)
+                and v is not Plugin
+                and v.__module__ == module.__name__
+            ]
+            if not found:
+                raise click.BadParameter(
+                    f"module {module_name!r} defines no Plugin classes", param_hint="--plugins"
+                )
+            out.extend(found)
+            continue
+        obj: Any = module
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise click.BadParameter(
+                    f"{module_name!r} has no attribute {attr!r}", param_hint="--plugins"
+                ) from None
+        items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+        for item in items:
+            if not (isinstance(item, type) and issubclass(item, Plugin)):
+                raise click.BadParameter(
+                    f"{spec} is not a Plugin class or a list of them (found {item!r})",
+                    param_hint="--plugins",
+                )
+        out.extend(items)
+    return out
+
+
+def _parse_config(items: Sequence[str]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not option=value", param_hint="--config")
+        try:
+            config[name] = json.loads(raw)
+        except ValueError:
+            config[name] = raw  # a plain string
+    return config
+
+
+@contextmanager
+def _dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
+    """``None`` for ``threads``; a client of ``scheduler``; else a local process cluster."""
+    if scheduler == "threads":
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if not logger.isEnabledFor(logging.INFO):
+        # Importing distributed configures its loggers; a local cluster's scheduler runs in
+        # this process and its routine messages are noise on a terminal.
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@contextmanager
+def _progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _say(message: str) -> None:
+    """Print a plain line (no rich markup; long paths are not broken)."""
+    console.print(message, markup=False, soft_wrap=True)
+
+
+def _mb(n: float | None) -> str:
+    return "" if n is None else f"{n / 1e6:,.2f}"
+
+
+def _seconds(start: str, end: str) -> float:
+    return (_dt.datetime.fromisoformat(end) - _dt.datetime.fromisoformat(start)).total_seconds()
+
+
+def _stored_bytes(fe: StorageFrontend, entry: Entry) -> int | None:
+    if entry.stored_bytes is not None:
+        return entry.stored_bytes
+    if isinstance(fe, DirectoryFrontend):
+        try:
+            return fe.stored_bytes(entry.key)
+        except (StorageError, OSError):
+            return None
+    return None
+
+
+def _table(title: str) -> Table:
+    return Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+
+
+def _entries_table(
+    fe: StorageFrontend, entries: Sequence[Entry], title: str, throughput: bool = False
+) -> Table:
+    table = _table(title)
+    table.add_column("run")
+    table.add_column("data type")
+    table.add_column("hash")
+    for col in ("rows", "parts", "MB", "stored MB", "ratio"):
+        table.add_column(col, justify="right")
+    if throughput:
+        table.add_column("MB/s", justify="right")
+    else:
+        table.add_column("written (UTC)")
+    total_rows = total_bytes = total_stored = 0
+    for e in entries:
+        stored = _stored_bytes(fe, e)
+        ratio = f"{e.nbytes / stored:.1f}" if stored else ""
+        row = [
+            e.key.run_id,
+            e.key.data_type,
+            e.key.lineage_hash,
+            f"{e.rows:,}",
+            str(e.partitions),
+            _mb(e.nbytes),
+            _mb(stored),
+            ratio,
+        ]
+        if throughput:
+            m = fe.get_metadata(e.key)
+            secs = _seconds(m.writing_started, m.writing_ended)
+            row.append(f"{e.nbytes / 1e6 / secs:,.1f}" if secs > 0 else "")
+        else:
+            row.append(e.writing_ended[:19].replace("T", " "))
+        table.add_row(*row)
+        total_rows += e.rows
+        total_bytes += e.nbytes
+        total_stored += stored or 0
+    if len(entries) > 1:
+        ratio = f"{total_bytes / total_stored:.1f}" if total_stored else ""
+        table.add_row(
+            "total",
+            "",
+            "",
+            f"{total_rows:,}",
+            "",
+            _mb(total_bytes),
+            _mb(total_stored),
+            ratio,
+            "",
+            style="bold",
+        )
+    return table
+
+
+# -- commands ---------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="strata")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """strata: lineage-keyed record data in Zarr v3, processed with Dask.
+
+    Start with `strata demo`, then `strata ls` and `strata info RUN TARGET`.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@_storage_option
+@click.option(
+    "--runs", default=3, show_default=True, type=click.IntRange(1), help="Runs to simulate."
+)
+@click.option(
+    "--size",
+    type=click.Choice(["small", "medium", "large"]),
+    default="small",
+    show_default=True,
+    help="Run size: small (8 x 0.1 s partitions, 2 kHz), medium (32, 5 kHz), large (128, 10 kHz).",
+)
+@click.option("--seed", default=0, show_default=True, help="Random seed of the simulation.")
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Local worker processes.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="Address of a running Dask scheduler, or 'threads' for no cluster "
+    "(default: a local cluster of --workers processes).",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    default="strata_demo_area_spectrum.png",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the PNG of the peak area spectrum.",
+)
+@_errors
+def demo(
+    storage: tuple[str, ...],
+    runs: int,
+    size: str,
+    seed: int,
+    workers: int,
+    scheduler: str | None,
+    plot_path: Path,
+) -> None:
+    """Simulate detector runs and make `peak_basics` for them on a local Dask cluster.
+
+    Writes run metadata (start, duration, per-channel gains) for RUNS runs, makes
+    raw_records -> records -> peaks -> peak_basics with a progress bar, prints a table of what
+    was stored (rows, sizes, compression ratio, MB/s) and writes a PNG of the area spectrum.
+    Data already stored is not computed again.
+    """
+    from .demo import PLUGINS, SIZES, run_document
+
+    frontends = [open_frontend(s) for s in storage]
+    sz = SIZES[size]
+    run_ids = [f"demo_{i:03d}" for i in range(runs)]
+    for run in run_ids:
+        doc = run_document(
+            run, seed=seed, n_partitions=int(sz["n_partitions"]), pulse_rate=sz["pulse_rate"]
+        )
+        frontends[0].write_run_metadata(run, doc)
+    _say(f"Run metadata written for {len(run_ids)} run(s) ({size}) in {frontends[0]!r}")
+    with _dask_client(scheduler, workers) as client:
+        where = "threads" if client is None else f"Dask cluster {client.scheduler.address}"
+        _say(f"Computing on {where}")
+        ctx = Context(storage=frontends, register=PLUGINS, config={"seed": seed}, client=client)
+        t0 = time.perf_counter()
+        with _progress_bar("making peak_basics") as progress:
+            ctx.make(run_ids, "peak_basics", progress=progress)
+        elapsed = time.perf_counter() - t0
+        entries = [e for run in run_ids for e in frontends[0].list(run)]
+        keys = {str(ctx.key_for(run, dt)) for run in run_ids for dt in ctx.plugins}
+        entries = [e for e in entries if str(e.key) in keys]
+        console.print(_entries_table(frontends[0], entries, f"Stored in {frontends[0]!r}", True))
+        _say(f"make took {elapsed:.1f} s")
+        arr = ctx.get_array(run_ids, "peak_basics", fields=["area", "width"])
+    _plot_spectrum(arr, plot_path, len(run_ids))
+    _say(f"{len(arr):,} peaks; area spectrum written to {plot_path.resolve()}")
+
+
+def _plot_spectrum(arr: Any, path: Path, n_runs: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    area = arr["area"][arr["area"] > 0]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    if len(area):
+        bins = np.logspace(np.log10(max(area.min(), 1e-1)), np.log10(area.max()), 80)
+        ax1.hist(area, bins=bins, histtype="step", color="C0")
+        ax1.set_xscale("log")
+        sel = arr["area"] > 0
+        ax2.scatter(arr["area"][sel], arr["width"][sel], s=2, alpha=0.4, color="C1")
+        ax2.set_xscale("log")
+        ax2.set_yscale("symlog")
+    ax1.set_xlabel("peak area [PE]")
+    ax1.set_ylabel("peaks per bin")
+    ax1.set_title(f"strata demo: area spectrum ({n_runs} runs)")
+    ax2.set_xlabel("peak area [PE]")
+    ax2.set_ylabel("50% area width [ns]")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("target")
+@click.option(
+    "--plugins",
+    "-p",
+    "plugin_specs",
+    multiple=True,
+    default=(DEMO_PLUGINS,),
+    show_default=True,
+    help="module:attr of a Plugin class or a list of them (repeatable); module alone: all "
+    "plugins it defines.",
+)
+@_storage_option
+@click.option("--config", "-c", "config", multiple=True, help="option=value (JSON), repeatable.")
+@click.option("--save", multiple=True, help="Also save this data type (repeatable).")
+@click.option(
+    "--scheduler",
+    default="threads",
+    show_default=True,
+    help="Address of a Dask scheduler (tcp://host:8786), or 'threads'.",
+)
+@_errors
+def make(
+    run_id: str,
+    target: str,
+    plugin_specs: tuple[str, ...],
+    storage: tuple[str, ...],
+    config: tuple[str, ...],
+    save: tuple[str, ...],
+    scheduler: str,
+) -> None:
+    """Make TARGET for RUN_ID (compute what is missing, save it) and list what is stored."""
+    plugins = load_plugins(plugin_specs)
+    with _dask_client(scheduler, 1) as client:
+        ctx = Context(
+            storage=list(storage), register=plugins, config=_parse_config(config), client=client
+        )
+        key = ctx.key_for(run_id, target)
+        if ctx.is_stored(run_id, target):
+            _say(f"{key} is already stored; nothing to do")
+        else:
+            with _progress_bar(f"making {target}") as progress:
+                ctx.make(run_id, target, save=save, progress=progress)
+            _say(f"made {key}")
+    fe = ctx.storage[0]
+    console.print(_entries_table(fe, fe.list(run_id), f"{run_id} in {fe!r}"))
+
+
+@main.command(name="ls")
+@click.argument("run_id", required=False)
+@_storage_option
+@_errors
+def ls_command(run_id: str | None, storage: tuple[str, ...]) -> None:
+    """List stored data (of RUN_ID, or of every run): keys, rows, sizes."""
+    for url in storage:
+        fe = open_frontend(url)
+        entries = fe.list(run_id)
+        if not entries:
+            _say(f"nothing stored in {fe!r}" + (f" for run {run_id!r}" if run_id else ""))
+            continue
+        console.print(_entries_table(fe, entries, f"{fe!r}"))
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("target")
+@click.option(
+    "--plugins",
+    "-p",
+    "plugin_specs",
+    multiple=True,
+    default=(DEMO_PLUGINS,),
+    show_default=True,
+    help="module:attr of the plugins that define TARGET (repeatable).",
+)
+@_storage_option
+@click.option("--config", "-c", "config", multiple=True, help="option=value (JSON), repeatable.")
+@_errors
+def info(
+    run_id: str,
+    target: str,
+    plugin_specs: tuple[str, ...],
+    storage: tuple[str, ...],
+    config: tuple[str, ...],
+) -> None:
+    """Show TARGET of RUN_ID: its key and lineage, its fields, options, and stored copies."""
+    ctx = Context(storage=list(storage), register=load_plugins(plugin_specs))
+    if config:
+        ctx.set_config(_parse_config(config))
+    if target in ctx.plugins:
+        try:
+            key = ctx.key_for(run_id, target)
+            stored = ctx.is_stored(run_id, target)
+            console.print(f"[bold]{key}[/]  ({'stored' if stored else 'not stored'})")
+            console.print_json(json.dumps(key.lineage))
+        except PipelineError as e:
+            msg = f"cannot build the key of {target!r} for {run_id!r}: {e}"
+            console.print(f"[yellow]{escape(msg)}[/]")
+        console.print(_frame_table(ctx.data_info(target), f"fields of {target}"))
+        console.print(_frame_table(ctx.show_config(target), f"options {target} depends on"))
+    else:
+        console.print(f"[yellow]{escape(repr(target))} is not provided by the given plugins[/]")
+    for fe in ctx.storage:
+        entries = [e for e in fe.list(run_id) if e.key.data_type == target]
+        if not entries:
+            _say(f"no {target!r} of {run_id!r} stored in {fe!r}")
+            continue
+        console.print(_entries_table(fe, entries, f"{target} of {run_id} in {fe!r}"))
+        for entry in entries:
+            m = fe.get_metadata(entry.key)
+            _say(
+                f"{entry.key}: plugin {m.metadata.get('plugin', '?')} "
+                f"{m.metadata.get('version', '')}, fields {list(m.np_dtype.names or ())}"
+            )
+
+
+def _frame_table(df: Any, title: str) -> Table:
+    table = _table(title)
+    for col in df.columns:
+        table.add_column(escape(str(col)))
+    for row in df.itertuples(index=False):
+        table.add_row(*[escape(str(v)) for v in row])
+    return table
+
+
+@main.command()
+@_storage_option
+@_errors
+def runs(storage: tuple[str, ...]) -> None:
+    """List runs: run metadata (tags, start) and how much data is stored for each."""
+    for url in storage:
+        fe = open_frontend(url)
+        table = _table(f"runs in {fe!r}")
+        for col in ("run", "metadata", "tags", "data types", "rows", "size MB"):
+            table.add_column(col)
+        run_ids: list[str] = list(fe.list_runs())
+        for run in run_ids:
+            try:
+                doc = fe.run_metadata(run)
+                meta, tags = "yes", ", ".join(map(str, doc.get("tags", [])))
+            except StorageError:
+                meta, tags = "no", ""
+            entries = fe.list(run)
+            table.add_row(
+                run,
+                meta,
+                tags,
+                str(len(entries)),
+                f"{sum(e.rows for e in entries):,}",
+                _mb(sum(e.nbytes for e in entries)),
+            )
+        console.print(table)
+
+
+@main.command()
+@_storage_option
+@click.option(
+    "--min-age",
+    default=3600.0,
+    show_default=True,
+    help="Only remove attempts older than this many seconds (younger ones may be running).",
+)
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@_errors
+def gc(storage: tuple[str, ...], min_age: float, dry_run: bool) -> None:
+    """Remove what failed or killed saves left behind (uncommitted attempts)."""
+    import storage as storage_pkg
+
+    for url in storage:
+        fe = open_frontend(url)
+        if isinstance(fe, DirectoryFrontend):
+            removed = fe.gc(min_age_seconds=min_age, dry_run=dry_run)
+        else:
+            removed = storage_pkg.gc(url, min_age_seconds=min_age, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        _say(f"{fe!r}: {verb} {len(removed)} leftover attempt(s)")
+        for path in removed:
+            _say(f"  {path}")

@@ -1,0 +1,1073 @@
+"""SQLFrontend: a catalog database, embedded SQLite by default, PostgreSQL for a shared catalog.
+
+The catalog stores, per committed key: run id, data type, lineage (canonical JSON) and its hash,
+a summary of the manifest (rows, bytes, time span, partitions, dtype, metadata), a state, and
+one location per backend that holds a copy (the same data may be on local disk and in S3).
+Run-level metadata documents live in it too. Payloads stay in the backends (Zarr over fsspec).
+
+Lookups use indexes only:
+
+- an exact :meth:`~SQLFrontend.find` is one probe of the unique index on
+  ``(run_id, data_type, lineage_hash)``, joined to the locations by primary key;
+- a fuzzy find is evaluated in SQL too. Each lineage entry is also stored as a row
+  ``(entry, data type, plugin, version)`` and each tracked option as a row
+  ``(entry, data type, option, hash of its canonical JSON value)``. For a wanted key the
+  database takes the entries of the same ``(run_id, data_type)`` (index) and keeps those whose
+  non-ignored lineage rows are exactly the wanted ones: the number of rows left after dropping
+  the ``fuzzy_for`` data types and the ``fuzzy_for_options`` option names equals the wanted
+  number, and so does the number of those rows equal to a wanted one. Python only re-checks the
+  one row it returns with :func:`storage.keys.lineage_matches`. The cost grows with the number
+  of stored variants of that run and data type, not with the size of the catalog.
+
+Many writers: registration is one short transaction of idempotent upserts
+(``INSERT ... ON CONFLICT``); SQLite runs in WAL mode with ``BEGIN IMMEDIATE`` write
+transactions and a busy timeout, PostgreSQL with its row locks; transient errors (locked
+database, deadlock, serialisation failure) are retried. A key is registered only by the saver
+that committed it, after its manifest is written, so the catalog never names uncommitted data.
+SQLite catalogs are for one machine (its locking does not work over NFS); use PostgreSQL for a
+catalog shared by a cluster.
+
+The schema version is stored in the catalog; opening one of another version raises
+:class:`SchemaVersionError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    event,
+    func,
+    select,
+    tuple_,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from .. import __version__
+from ..backends.base import StorageBackend
+from ..backends.zarr import ZarrBackend
+from ..codecs import CompressorLike
+from ..errors import (
+    DataCorrupted,
+    DataExistsError,
+    DataNotAvailable,
+    InvalidKey,
+    ReadOnlyError,
+    StorageError,
+)
+from ..fs import redact_url
+from ..keys import DataKey, canonical_json, lineage_matches, normalize, validate_run_id
+from ..manifest import Manifest, now_iso
+from ..saver import Saver
+from .base import Entry, Location, StorageFrontend
+
+__all__ = ["SCHEMA_VERSION", "SQLFrontend", "SchemaVersionError", "default_data_url"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+"""Version of the catalog tables; stored in ``strata_info`` under ``schema_version``."""
+
+_RETRIES = 8
+_BATCH = 200  # keys per IN (...) of find_several
+_PG_INIT_LOCK = 0x5354_5241_5441  # advisory lock id for schema creation ("STRATA")
+
+T = TypeVar("T")
+
+
+class SchemaVersionError(StorageError, RuntimeError):
+    """The catalog was written with another schema version than this strata supports."""
+
+
+# -- schema ---------------------------------------------------------------------------------
+_Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite auto-increments INTEGER keys only
+
+METADATA = MetaData()
+
+info_table = Table(
+    "strata_info",
+    METADATA,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+entries_table = Table(
+    "strata_entries",
+    METADATA,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("run_id", String(255), nullable=False),
+    Column("data_type", String(255), nullable=False),
+    Column("lineage_hash", String(64), nullable=False),
+    Column("lineage", Text, nullable=False),  # canonical JSON
+    Column("state", String(16), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("nbytes", BigInteger, nullable=False),
+    Column("start_ns", BigInteger),
+    Column("end_ns", BigInteger),
+    Column("partitions", Integer, nullable=False),
+    Column("dtype", Text, nullable=False),  # records.dtype_to_json
+    Column("meta", Text, nullable=False),  # the manifest's metadata, JSON
+    Column("writing_started", String(40), nullable=False),
+    Column("writing_ended", String(40), nullable=False),
+    Column("strata_version", String(40), nullable=False),
+    Column("registered_at", String(40), nullable=False),
+    UniqueConstraint("run_id", "data_type", "lineage_hash", name="uq_strata_entries_key"),
+)
+
+locations_table = Table(
+    "strata_locations",
+    METADATA,
+    Column("entry_id", _Id, ForeignKey("strata_entries.id", ondelete="CASCADE"), nullable=False),
+    Column("backend", String(255), nullable=False),
+    Column("backend_key", Text, nullable=False),
+    Column("attempt", String(64), nullable=False),
+    Column("registered_at", String(40), nullable=False),
+    PrimaryKeyConstraint("entry_id", "backend", name="pk_strata_locations"),
+)
+
+deps_table = Table(
+    "strata_lineage_deps",
+    METADATA,
+    Column("entry_id", _Id, ForeignKey("strata_entries.id", ondelete="CASCADE"), nullable=False),
+    Column("dep_type", String(255), nullable=False),
+    Column("plugin", String(255), nullable=False),
+    Column("version", Text, nullable=False),  # canonical JSON of the version
+    PrimaryKeyConstraint("entry_id", "dep_type", name="pk_strata_lineage_deps"),
+)
+
+options_table = Table(
+    "strata_lineage_options",
+    METADATA,
+    Column("entry_id", _Id, ForeignKey("strata_entries.id", ondelete="CASCADE"), nullable=False),
+    Column("dep_type", String(255), nullable=False),
+    Column("option", String(255), nullable=False),
+    Column("value_hash", String(32), nullable=False),
+    Column("value", Text, nullable=False),  # canonical JSON, for people reading the database
+    PrimaryKeyConstraint("entry_id", "dep_type", "option", name="pk_strata_lineage_options"),
+    Index("ix_strata_options_value", "option", "value_hash"),
+)
+
+runs_table = Table(
+    "strata_runs",
+    METADATA,
+    Column("run_id", String(255), primary_key=True),
+    Column("doc", Text, nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
+
+def value_hash(value: Any) -> str:
+    """The hash under which an option value is compared in SQL (of its canonical JSON)."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:32]
+
+
+def lineage_rows(lineage: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The dependency rows and option rows of a (normalised) lineage, without ``entry_id``."""
+    deps, opts = [], []
+    for dt, (plugin, version, options) in sorted(normalize(lineage).items()):
+        deps.append({"dep_type": dt, "plugin": str(plugin), "version": canonical_json(version)})
+        for name, v in sorted(options.items()):
+            opts.append(
+                {
+                    "dep_type": dt,
+                    "option": name,
+                    "value_hash": value_hash(v),
+                    "value": canonical_json(v),
+                }
+            )
+    return deps, opts
+
+
+# -- engines --------------------------------------------------------------------------------
+_ENGINES: dict[tuple[str, int], Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def normalize_db_url(db_url: str) -> str:
+    """``db_url`` with an absolute SQLite path and psycopg 3 as the PostgreSQL driver."""
+    if not isinstance(db_url, str) or "://" not in db_url:
+        raise ValueError(f"catalog URL must look like sqlite:///path or postgresql://..., got {db_url!r}")
+    if db_url.startswith("postgres://"):
+        db_url = "postgresql://" + db_url[len("postgres://") :]
+    url = make_url(db_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not url.database.startswith("file:"):
+            url = url.set(database=os.path.abspath(os.path.expanduser(url.database)))
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported catalog database {url.get_backend_name()!r}: use sqlite or postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def _is_memory_sqlite(db_url: str) -> bool:
+    url = make_url(db_url)
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _make_engine(db_url: str) -> Engine:
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": 60, "check_same_thread": False}}
+        memory = _is_memory_sqlite(db_url)
+        if memory:
+            kwargs["poolclass"] = sa.pool.StaticPool
+        engine = sa.create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, record: Any) -> None:
+            # We issue BEGIN ourselves (below), so pysqlite must not.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout = 60000")
+            cur.execute("PRAGMA foreign_keys = ON")
+            if not memory:
+                cur.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+                cur.execute("PRAGMA synchronous = NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # A write transaction takes the write lock up front: two deferred transactions
+            # that both read and then write would deadlock, and SQLite fails one at once.
+            write = conn.get_execution_options().get("strata_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _engine(db_url: str) -> Engine:
+    """One engine per URL and process (connections never cross a fork)."""
+    k = (db_url, os.getpid())
+    with _ENGINES_LOCK:
+        if k not in _ENGINES:
+            _ENGINES[k] = _make_engine(db_url)
+        return _ENGINES[k]
+
+
+def _transient(e: DBAPIError) -> bool:
+    code = getattr(e.orig, "sqlstate", None)
+    if code in ("40001", "40P01", "55P03", "57P03"):  # serialisation, deadlock, lock, starting
+        return True
+    msg = str(e.orig).lower()
+    return "database is locked" in msg or "database is busy" in msg or "database table is locked" in msg
+
+
+def default_data_url(db_url: str) -> str:
+    """The data directory of a SQLite catalog without explicit backends: ``<stem>_data`` beside
+    the database file (``/x/catalog.db`` -> ``/x/catalog_data``).
+    """
+    url = make_url(normalize_db_url(db_url))
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        raise ValueError(
+            f"{redact_url(db_url)} has no data directory of its own: pass data_url= or backends="
+        )
+    db = url.database
+    assert db is not None
+    if db.startswith("file:"):
+        db = db[len("file:") :].split("?", 1)[0]
+    stem, _ = os.path.splitext(db)
+    return f"{stem}_data"
+
+
+def _rebuild(kwargs: dict[str, Any]) -> SQLFrontend:
+    return SQLFrontend(**kwargs)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+class SQLFrontend(StorageFrontend):
+    """A catalog in a SQL database (SQLAlchemy): SQLite by default, PostgreSQL when shared.
+
+    Parameters
+    ----------
+    db_url
+        ``sqlite:///path/catalog.db`` (a relative path is made absolute) or
+        ``postgresql://user:password@host:port/db`` (psycopg 3 is used; another driver may be
+        named, e.g. ``postgresql+psycopg://``).
+    backends
+        ``{name: backend or URL}``, in the order :meth:`find` prefers them. URLs become
+        :class:`~storage.backends.zarr.ZarrBackend` objects. Default: one backend called
+        ``"data"`` at ``data_url``.
+    data_url
+        URL of the default backend. Default for a SQLite file: the directory ``<stem>_data``
+        next to it (``catalog.db`` -> ``catalog_data``); PostgreSQL needs ``data_url`` or
+        ``backends``.
+    storage_options, compressor, chunk_target_mb
+        For backends built here from URLs.
+    save_to
+        Name of the backend new data goes to; default the first writable one.
+    verify_locations
+        :meth:`find` checks that a location's manifest exists before returning it and falls
+        back to the next backend if not (one small read per find). ``False`` trusts the
+        catalog.
+    readonly, take_only, exclude
+        See :class:`~storage.frontends.base.StorageFrontend`. A read-only frontend never
+        creates the catalog.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> fe = SQLFrontend(f"sqlite:///{d}/catalog.db")
+    >>> fe.backends["data"].url == f"{d}/catalog_data"
+    True
+
+    """
+
+    def __init__(
+        self,
+        db_url: str,
+        backends: Mapping[str, StorageBackend | str] | None = None,
+        data_url: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        save_to: str | None = None,
+        verify_locations: bool = True,
+        readonly: bool = False,
+        take_only: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        compressor: CompressorLike = None,
+        chunk_target_mb: float = 32,
+    ) -> None:
+        super().__init__(readonly=readonly, take_only=take_only, exclude=exclude)
+        self.db_url = normalize_db_url(db_url)
+        opts = {
+            "storage_options": storage_options,
+            "compressor": compressor,
+            "chunk_target_mb": chunk_target_mb,
+            "readonly": readonly,
+        }
+        if backends is None:
+            backends = {"data": data_url or default_data_url(self.db_url)}
+        elif data_url is not None:
+            raise ValueError("pass either backends= or data_url=, not both")
+        if not backends:
+            raise ValueError("an SQLFrontend needs at least one backend")
+        self.backends = {}
+        for name, b in backends.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"backend names must be non-empty strings, got {name!r}")
+            self.backends[name] = b if isinstance(b, StorageBackend) else ZarrBackend(b, **opts)
+        if save_to is not None and save_to not in self.backends:
+            raise ValueError(f"save_to={save_to!r} is not one of the backends {list(self.backends)}")
+        self.save_to = save_to
+        self.verify_locations = verify_locations
+        self._kwargs = {
+            "db_url": self.db_url,
+            "backends": dict(self.backends),
+            "save_to": save_to,
+            "verify_locations": verify_locations,
+            "readonly": readonly,
+            "take_only": self.take_only,
+            "exclude": self.exclude,
+        }
+        self._open()
+
+    # -- identity ---------------------------------------------------------------------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self._kwargs,))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SQLFrontend):
+            return NotImplemented
+        return repr(self._kwargs) == repr(other._kwargs)
+
+    def __hash__(self) -> int:
+        return hash(self.db_url)
+
+    def __repr__(self) -> str:
+        ro = ", readonly=True" if self.readonly else ""
+        return f"SQLFrontend({redact_url(self.db_url)!r}{ro})"
+
+    # -- database plumbing ------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (one per URL and process)."""
+        return _engine(self.db_url)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    def _insert(self, table: Table) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    def _run(self, fn: Callable[[Connection], T], write: bool = False) -> T:
+        """Run ``fn(connection)`` in one transaction, retrying transient failures."""
+        for attempt in range(_RETRIES):
+            try:
+                with self.engine.connect() as conn:
+                    if write:
+                        conn = conn.execution_options(strata_write=True)
+                    with conn.begin():
+                        return fn(conn)
+            except OperationalError as e:
+                if attempt == _RETRIES - 1 or not _transient(e):
+                    raise StorageError(
+                        f"catalog {self!r}: {type(e.orig).__name__}: {e.orig}"
+                    ) from e
+            except DBAPIError as e:
+                if attempt == _RETRIES - 1 or not _transient(e):
+                    raise
+            # back off (randomised, growing) before retrying a transient conflict
+            time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+            logger.debug("retrying a catalog transaction on %r (attempt %d)", self, attempt + 2)
+        raise AssertionError("unreachable")
+
+    def _open(self) -> None:
+        """Check the schema version; create the schema first if there is none (unless
+        read-only). Checking is one read; only creation takes the write lock.
+        """
+        url = make_url(self.db_url)
+        if url.get_backend_name() == "sqlite" and not _is_memory_sqlite(self.db_url):
+            path = url.database or ""
+            if not path.startswith("file:"):
+                if self.readonly and not os.path.exists(path):
+                    raise DataNotAvailable(
+                        f"no catalog database at {path} (read-only: not created)"
+                    )
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+
+        def read_version(conn: Connection) -> str | None:
+            if not sa.inspect(conn).has_table(info_table.name):
+                return None
+            return conn.execute(  # type: ignore[no-any-return]
+                select(info_table.c.value).where(info_table.c.name == "schema_version")
+            ).scalar()
+
+        def create(conn: Connection) -> str | None:
+            if self.dialect == "postgresql":  # one creator at a time
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_INIT_LOCK})
+            if sa.inspect(conn).has_table(info_table.name):  # another process was first
+                return read_version(conn)
+            METADATA.create_all(conn)
+            conn.execute(
+                info_table.insert(),
+                [
+                    {"name": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"name": "created_by", "value": f"strata {__version__}"},
+                    {"name": "created_at", "value": now_iso()},
+                ],
+            )
+            logger.info("created strata catalog schema v%d in %r", SCHEMA_VERSION, self)
+            return str(SCHEMA_VERSION)
+
+        version = self._run(read_version)
+        if version is None:
+            if self.readonly:
+                raise DataNotAvailable(f"{self!r} holds no strata catalog (read-only: not created)")
+            version = self._run(create, write=True)
+        if version != str(SCHEMA_VERSION):
+            raise SchemaVersionError(
+                f"catalog {self!r} has schema version {version}; this strata ({__version__}) "
+                f"reads version {SCHEMA_VERSION}. Open it with a strata of that version, or "
+                "migrate the catalog"
+            )
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version stored in the catalog."""
+        return int(
+            self._run(
+                lambda c: c.execute(
+                    select(info_table.c.value).where(info_table.c.name == "schema_version")
+                ).scalar_one()
+            )
+        )
+
+    # -- locations --------------------------------------------------------------------------
+    def _choose(
+        self, key: DataKey, locs: Sequence[tuple[str, str]], verify: bool | None = None
+    ) -> Location | None:
+        """The first location, in backend order, that is configured here (and exists)."""
+        by_name = dict(locs)
+        verify = self.verify_locations if verify is None else verify
+        for name, backend in self.backends.items():
+            bk = by_name.get(name)
+            if bk is None:
+                continue
+            if verify and not backend.exists(bk):
+                logger.warning(
+                    "catalog %r lists %s in backend %r at %r, but nothing is committed there",
+                    self,
+                    key,
+                    name,
+                    bk,
+                )
+                continue
+            return Location(name, bk)
+        return None
+
+    @staticmethod
+    def _key_of(row: Any) -> DataKey:
+        return DataKey(row.run_id, row.data_type, json.loads(row.lineage))
+
+    def _entry_locations(self, conn: Connection, ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
+        out: dict[int, list[tuple[str, str]]] = {}
+        if not ids:
+            return out
+        rows = conn.execute(
+            select(
+                locations_table.c.entry_id, locations_table.c.backend, locations_table.c.backend_key
+            ).where(locations_table.c.entry_id.in_(list(ids)))
+        )
+        for r in rows:
+            out.setdefault(r.entry_id, []).append((r.backend, r.backend_key))
+        return out
+
+    # -- find -------------------------------------------------------------------------------
+    def _exact_rows(self, conn: Connection, keys: Sequence[DataKey]) -> dict[str, tuple[int, list[tuple[str, str]]]]:
+        """``{str(key): (entry id, [(backend, backend_key)])}`` for keys registered exactly."""
+        e, loc = entries_table, locations_table
+        out: dict[str, tuple[int, list[tuple[str, str]]]] = {}
+        wanted = {str(k): canonical_json(k.lineage) for k in keys}
+        for i in range(0, len(keys), _BATCH):
+            chunk = keys[i : i + _BATCH]
+            if len(chunk) == 1:
+                k = chunk[0]
+                where = sa.and_(
+                    e.c.run_id == k.run_id,
+                    e.c.data_type == k.data_type,
+                    e.c.lineage_hash == k.lineage_hash,
+                )
+            else:
+                where = tuple_(e.c.run_id, e.c.data_type, e.c.lineage_hash).in_(
+                    [(k.run_id, k.data_type, k.lineage_hash) for k in chunk]
+                )
+            q = (
+                select(
+                    e.c.id, e.c.run_id, e.c.data_type, e.c.lineage_hash, e.c.lineage,
+                    loc.c.backend, loc.c.backend_key,
+                )
+                .join(loc, loc.c.entry_id == e.c.id)
+                .where(where, e.c.state == "committed")
+            )
+            for r in conn.execute(q):
+                s = f"{r.run_id}-{r.data_type}-{r.lineage_hash}"
+                if wanted.get(s) != r.lineage:  # a hash collision, or a damaged row
+                    logger.warning("catalog row %s does not hold the lineage its hash says", s)
+                    continue
+                out.setdefault(s, (r.id, []))[1].append((r.backend, r.backend_key))
+        return out
+
+    def _fuzzy_rows(
+        self,
+        conn: Connection,
+        key: DataKey,
+        fuzzy_for: tuple[str, ...],
+        fuzzy_for_options: tuple[str, ...],
+    ) -> list[Any]:
+        """Entries of ``key``'s run and data type whose lineage matches fuzzily, newest first:
+        the whole comparison is done by the database.
+        """
+        e, d, o = entries_table, deps_table, options_table
+        skip_types, skip_opts = set(fuzzy_for), set(fuzzy_for_options)
+        deps, opts = lineage_rows(key.lineage)
+        want_deps = [
+            (r["dep_type"], r["plugin"], r["version"]) for r in deps if r["dep_type"] not in skip_types
+        ]
+        want_opts = [
+            (r["dep_type"], r["option"], r["value_hash"])
+            for r in opts
+            if r["dep_type"] not in skip_types and r["option"] not in skip_opts
+        ]
+
+        def count(table: Table, *conds: Any) -> Any:
+            return (
+                select(func.count())
+                .select_from(table)
+                .where(table.c.entry_id == e.c.id, *conds)
+                .scalar_subquery()
+            )
+
+        dep_kept = [d.c.dep_type.not_in(sorted(skip_types))] if skip_types else []
+        opt_kept = [o.c.dep_type.not_in(sorted(skip_types))] if skip_types else []
+        if skip_opts:
+            opt_kept.append(o.c.option.not_in(sorted(skip_opts)))
+        conds = [
+            count(d, *dep_kept) == len(want_deps),
+            count(o, *opt_kept) == len(want_opts),
+        ]
+        if want_deps:
+            conds.append(
+                count(d, tuple_(d.c.dep_type, d.c.plugin, d.c.version).in_(want_deps))
+                == len(want_deps)
+            )
+        if want_opts:
+            conds.append(
+                count(o, tuple_(o.c.dep_type, o.c.option, o.c.value_hash).in_(want_opts))
+                == len(want_opts)
+            )
+        q = (
+            select(e.c.id, e.c.run_id, e.c.data_type, e.c.lineage)
+            .where(
+                e.c.run_id == key.run_id,
+                e.c.data_type == key.data_type,
+                e.c.state == "committed",
+                *conds,
+            )
+            .order_by(e.c.id.desc())
+        )
+        return list(conn.execute(q))
+
+    def _find(
+        self, key: DataKey, fuzzy_for: tuple[str, ...], fuzzy_for_options: tuple[str, ...]
+    ) -> tuple[Location, DataKey]:
+        found = self._find_many([key], fuzzy_for, fuzzy_for_options)[0]
+        if found is None:
+            fuzzy = (
+                f", not even fuzzily (fuzzy_for={list(fuzzy_for)}, "
+                f"fuzzy_for_options={list(fuzzy_for_options)})"
+                if fuzzy_for or fuzzy_for_options
+                else ""
+            )
+            raise DataNotAvailable(f"{key} is not stored in {self!r}{fuzzy}")
+        return found
+
+    def _find_many(
+        self,
+        keys: Sequence[DataKey],
+        fuzzy_for: tuple[str, ...],
+        fuzzy_for_options: tuple[str, ...],
+    ) -> list[tuple[Location, DataKey] | None]:
+        out: list[tuple[Location, DataKey] | None] = [None] * len(keys)
+        fuzzy = bool(fuzzy_for or fuzzy_for_options)
+
+        def lookup(conn: Connection) -> tuple[dict[str, Any], dict[int, list[tuple[int, DataKey, list[tuple[str, str]]]]]]:
+            exact = self._exact_rows(conn, keys)
+            candidates: dict[int, list[tuple[int, DataKey, list[tuple[str, str]]]]] = {}
+            if fuzzy:
+                for i, k in enumerate(keys):
+                    rows = self._fuzzy_rows(conn, k, fuzzy_for, fuzzy_for_options)
+                    locs = self._entry_locations(conn, [r.id for r in rows])
+                    candidates[i] = [(r.id, self._key_of(r), locs.get(r.id, [])) for r in rows]
+            return exact, candidates
+
+        exact, candidates = self._run(lookup)
+        for i, k in enumerate(keys):
+            hit = exact.get(str(k))
+            if hit is not None:
+                loc = self._choose(k, hit[1])
+                if loc is not None:
+                    out[i] = (loc, k)
+                    continue
+            for _, stored, locs in candidates.get(i, []):
+                if not lineage_matches(stored.lineage, k.lineage, fuzzy_for, fuzzy_for_options):
+                    logger.warning("catalog fuzzy match %s does not match %s in Python", stored, k)
+                    continue
+                loc = self._choose(stored, locs)
+                if loc is not None:
+                    out[i] = (loc, stored)
+                    break
+        return out
+
+    def find_several(
+        self,
+        keys: Sequence[DataKey],
+        fuzzy_for: Iterable[str] = (),
+        fuzzy_for_options: Iterable[str] = (),
+    ) -> list[Location | None]:
+        """:meth:`find` for several keys at once (exact lookups batched into few queries);
+        ``None`` for each key not stored.
+        """
+        keys = list(keys)
+        taken = [i for i, k in enumerate(keys) if self.takes(k.data_type)]
+        found = self._find_many(
+            [keys[i] for i in taken], tuple(fuzzy_for), tuple(fuzzy_for_options)
+        )
+        out: list[Location | None] = [None] * len(keys)
+        for i, f in zip(taken, found, strict=True):
+            out[i] = None if f is None else f[0]
+        return out
+
+    def locations(self, key: DataKey) -> list[Location]:
+        """Every registered location of exactly ``key``, in backend order (unverified)."""
+        hit = self._run(lambda c: self._exact_rows(c, [key])).get(str(key))
+        if hit is None:
+            return []
+        by_name = dict(hit[1])
+        out = [Location(n, by_name[n]) for n in self.backends if n in by_name]
+        out += [Location(n, bk) for n, bk in sorted(by_name.items()) if n not in self.backends]
+        return out
+
+    # -- list -------------------------------------------------------------------------------
+    def _list(self, run_id: str | None) -> list[Entry]:
+        e, loc = entries_table, locations_table
+        q = (
+            select(e, loc.c.backend, loc.c.backend_key)
+            .join(loc, loc.c.entry_id == e.c.id)
+            .where(e.c.state == "committed")
+            .order_by(e.c.run_id, e.c.data_type, e.c.id)
+        )
+        if run_id is not None:
+            q = q.where(e.c.run_id == run_id)
+        rows = self._run(lambda c: list(c.execute(q)))
+        grouped: dict[int, tuple[Any, list[tuple[str, str]]]] = {}
+        for r in rows:
+            grouped.setdefault(r.id, (r, []))[1].append((r.backend, r.backend_key))
+        out = []
+        for r, locs in grouped.values():
+            key = self._key_of(r)
+            loc = self._choose(key, locs, verify=False)
+            if loc is None:
+                continue  # only on backends this frontend is not configured with
+            out.append(
+                Entry(
+                    key=key,
+                    location=loc,
+                    rows=r.rows,
+                    nbytes=r.nbytes,
+                    stored_bytes=None,
+                    start=r.start_ns,
+                    end=r.end_ns,
+                    partitions=r.partitions,
+                    writing_ended=r.writing_ended,
+                )
+            )
+        return out
+
+    # -- saving and registration ------------------------------------------------------------
+    def _backend_for_save(self, key: DataKey) -> str:
+        if self.save_to is not None:
+            return self.save_to
+        for name, b in self.backends.items():
+            if not b.readonly:
+                return name
+        raise ReadOnlyError(f"{self!r} has no writable backend")
+
+    def saver(
+        self,
+        key: DataKey,
+        dtype: Any,
+        metadata: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> Saver:
+        """As :meth:`StorageFrontend.saver`; also ``DataExistsError`` if the catalog has the
+        key in any backend (unless ``overwrite``).
+        """
+        if not overwrite and not self.readonly and self.takes(key.data_type):
+            try:
+                loc = self.find(key)
+            except DataNotAvailable:
+                pass
+            else:
+                raise DataExistsError(
+                    f"{key} is already stored in {self!r} (backend {loc.backend!r}); "
+                    "pass overwrite=True to replace it"
+                )
+        return super().saver(key, dtype, metadata=metadata, overwrite=overwrite)
+
+    def _entry_row(self, key: DataKey, manifest: Manifest) -> dict[str, Any]:
+        return {
+            "run_id": key.run_id,
+            "data_type": key.data_type,
+            "lineage_hash": key.lineage_hash,
+            "lineage": canonical_json(key.lineage),
+            "state": "committed",
+            "rows": manifest.rows,
+            "nbytes": manifest.nbytes,
+            "start_ns": manifest.start,
+            "end_ns": manifest.end,
+            "partitions": len(manifest.partitions),
+            "dtype": _json(manifest.dtype),
+            "meta": _json(manifest.metadata),
+            "writing_started": manifest.writing_started,
+            "writing_ended": manifest.writing_ended,
+            "strata_version": manifest.strata_version,
+            "registered_at": now_iso(),
+        }
+
+    def _register_many(self, items: Sequence[tuple[DataKey, Location, Manifest]]) -> None:
+        """Register committed data in one transaction (idempotent upserts)."""
+        e = entries_table
+        summary = [c.name for c in e.columns if c.name not in ("id", "run_id", "data_type", "lineage_hash", "lineage")]
+        rows = [(k, loc, self._entry_row(k, m), m.attempt) for k, loc, m in items]
+
+        def register(conn: Connection) -> None:
+            for key, loc, row, attempt in rows:
+                ins = self._insert(e).values(**row)
+                stmt = ins.on_conflict_do_update(
+                    index_elements=[e.c.run_id, e.c.data_type, e.c.lineage_hash],
+                    set_={c: ins.excluded[c] for c in summary},
+                ).returning(e.c.id)
+                eid = conn.execute(stmt).scalar_one()
+                deps, opts = lineage_rows(key.lineage)
+                if deps:
+                    conn.execute(
+                        self._insert(deps_table).on_conflict_do_nothing(),
+                        [{"entry_id": eid, **r} for r in deps],
+                    )
+                if opts:
+                    conn.execute(
+                        self._insert(options_table).on_conflict_do_nothing(),
+                        [{"entry_id": eid, **r} for r in opts],
+                    )
+                lins = self._insert(locations_table).values(
+                    entry_id=eid,
+                    backend=loc.backend,
+                    backend_key=loc.backend_key,
+                    attempt=attempt,
+                    registered_at=row["registered_at"],
+                )
+                conn.execute(
+                    lins.on_conflict_do_update(
+                        index_elements=[locations_table.c.entry_id, locations_table.c.backend],
+                        set_={
+                            "backend_key": lins.excluded.backend_key,
+                            "attempt": lins.excluded.attempt,
+                            "registered_at": lins.excluded.registered_at,
+                        },
+                    )
+                )
+
+        self._run(register, write=True)
+
+    def _register(self, key: DataKey, location: Location, manifest: Manifest) -> None:
+        """Record a commit (called by the saver right after its manifest is written)."""
+        try:
+            self._register_many([(key, location, manifest)])
+        except StorageError as e:
+            raise StorageError(
+                f"{key} is committed in backend {location.backend!r} but could not be "
+                f"registered in {self!r} ({e}); run scan() on this frontend to register it"
+            ) from e
+        logger.debug("registered %s at %s", key, location)
+
+    def add_location(self, key: DataKey, backend: str) -> Location:
+        """Register the copy of ``key`` committed in ``backend`` (e.g. after copying it there).
+
+        Raises ``DataNotAvailable`` if nothing is committed there: the catalog never names
+        uncommitted data.
+        """
+        self._check_writable(f"register {key}")
+        b = self._backend(backend)
+        loc = Location(backend, b.backend_key(key))
+        manifest = b.get_metadata(loc.backend_key)
+        if manifest.key != key:
+            raise DataCorrupted(f"{backend}:{loc.backend_key} holds {manifest.key}, not {key}")
+        self._register_many([(key, loc, manifest)])
+        return loc
+
+    def scan(self, backends: Iterable[str] | None = None) -> int:
+        """Register every committed data type found in the backends (ZarrBackend layout):
+        imports an existing directory store, or repairs a registration a crash prevented.
+        Returns the number of keys registered.
+        """
+        self._check_writable("scan")
+        n = 0
+        for name in backends or list(self.backends):
+            b = self._backend(name)
+            if not isinstance(b, ZarrBackend):
+                logger.warning("scan: backend %r cannot be listed; skipped", name)
+                continue
+            batch: list[tuple[DataKey, Location, Manifest]] = []
+            for bk in b.list_backend_keys():
+                try:
+                    m = b.get_metadata(bk)
+                except (DataNotAvailable, InvalidKey):
+                    continue
+                except DataCorrupted as e:
+                    logger.warning("scan: %s", e)
+                    continue
+                batch.append((m.key, Location(name, bk), m))
+                if len(batch) >= 500:
+                    self._register_many(batch)
+                    n += len(batch)
+                    batch = []
+            if batch:
+                self._register_many(batch)
+                n += len(batch)
+        return n
+
+    def remove(self, key: DataKey, backend: str | None = None) -> None:
+        """Remove ``key`` from the catalog and its data from storage (from every backend, or
+        only ``backend``). The catalog row goes first, so no find returns removed data.
+        """
+        self._check_writable(f"remove {key}")
+        e, loc = entries_table, locations_table
+        gone: list[tuple[str, str]] = []
+
+        def unregister(conn: Connection) -> None:
+            hit = self._exact_rows(conn, [key]).get(str(key))
+            if hit is None:
+                raise DataNotAvailable(f"{key} is not stored in {self!r}")
+            eid, locs = hit
+            for name, bk in locs:
+                if backend is None or name == backend:
+                    conn.execute(loc.delete().where(loc.c.entry_id == eid, loc.c.backend == name))
+                    gone.append((name, bk))
+            left = conn.execute(
+                select(func.count()).select_from(loc).where(loc.c.entry_id == eid)
+            ).scalar_one()
+            if not left:
+                for t in (options_table, deps_table):  # also without ON DELETE CASCADE
+                    conn.execute(t.delete().where(t.c.entry_id == eid))
+                conn.execute(e.delete().where(e.c.id == eid))
+
+        self._run(unregister, write=True)
+        if backend is not None and not gone:
+            raise DataNotAvailable(f"{key} has no copy in backend {backend!r} of {self!r}")
+        for name, bk in gone:
+            if name in self.backends:
+                try:
+                    self.backends[name].remove(bk)
+                except DataNotAvailable:
+                    logger.warning("%s was registered at %s:%s but not committed there", key, name, bk)
+
+    def _backend(self, name: str) -> StorageBackend:
+        try:
+            return self.backends[name]
+        except KeyError:
+            raise ValueError(f"{self!r} has no backend {name!r}; it has {list(self.backends)}") from None
+
+    def _check_writable(self, what: str) -> None:
+        if self.readonly:
+            raise ReadOnlyError(f"{self!r} is read-only: cannot {what}")
+
+    # -- run metadata -----------------------------------------------------------------------
+    def _read_run_metadata(self, run_id: str) -> dict[str, Any]:
+        raw = self._run(
+            lambda c: c.execute(
+                select(runs_table.c.doc).where(runs_table.c.run_id == run_id)
+            ).scalar()
+        )
+        if raw is None:
+            raise DataNotAvailable(f"no run metadata for run {run_id!r} in {self!r}")
+        try:
+            doc = json.loads(raw)
+        except ValueError as e:
+            raise DataCorrupted(f"run metadata {run_id!r} in {self!r} is not valid JSON: {e}") from e
+        if not isinstance(doc, dict):
+            raise DataCorrupted(f"run metadata {run_id!r} in {self!r} is not a JSON object")
+        return doc
+
+    def _write_run_metadata(self, run_id: str, doc: dict[str, Any]) -> None:
+        try:
+            raw = json.dumps(doc, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"run metadata of {run_id!r} must be plain JSON: {e}") from e
+        ins = self._insert(runs_table).values(run_id=run_id, doc=raw, updated_at=now_iso())
+        stmt = ins.on_conflict_do_update(
+            index_elements=[runs_table.c.run_id],
+            set_={"doc": ins.excluded.doc, "updated_at": ins.excluded.updated_at},
+        )
+        self._run(lambda c: c.execute(stmt), write=True)
+
+    def _list_runs(self) -> list[str]:
+        q = sa.union(select(runs_table.c.run_id), select(entries_table.c.run_id))
+        return sorted(self._run(lambda c: [r[0] for r in c.execute(q)]))
+
+    # -- stored-object queries over the catalog ---------------------------------------------
+    def query(self, data_query: Any) -> dict[tuple[Any, ...], list[tuple[str, Any, str | None]]]:
+        """Committed array data types matching a
+        :class:`~storage.objects.arrays.StoredArrayQuery`, evaluated in the database.
+
+        Returns ``{matched values: [(object key, StoredArrayData, Zarr group path), ...]}``
+        like ``StorageBackend.query``; each key's location is the first in backend order.
+        """
+        from ..objects.arrays import StoredArrayData, StoredArrayQuery
+        from ..objects.base import object_key
+
+        if not isinstance(data_query, StoredArrayQuery):
+            raise TypeError(
+                f"an SQLFrontend answers StoredArrayQuery only, got {type(data_query).__name__}; "
+                "query a backend for other stored objects"
+            )
+        e, d, o, loc = entries_table, deps_table, options_table, locations_table
+        conds: list[Any] = [e.c.state == "committed"]
+        q = data_query
+        if q.run_id is not None:
+            conds.append(e.c.run_id == validate_run_id(q.run_id))
+        if q.data_type is not None:
+            conds.append(e.c.data_type == q.data_type)
+        if q.lineage_hash is not None:
+            conds.append(e.c.lineage_hash == q.lineage_hash)
+        own = [d.c.entry_id == e.c.id, d.c.dep_type == e.c.data_type]
+        if q.plugin is not None:
+            conds.append(sa.exists().where(*own, d.c.plugin == q.plugin))
+        if q.version is not None:
+            conds.append(sa.exists().where(*own, d.c.version == canonical_json(q.version)))
+        for name, value in (q.options or {}).items():
+            h = value_hash(value)
+            same = [o.c.entry_id == e.c.id, o.c.option == name]
+            conds.append(sa.exists().where(*same, o.c.value_hash == h))
+            conds.append(~sa.exists().where(*same, o.c.value_hash != h))
+        stmt = (
+            select(e, loc.c.backend, loc.c.backend_key, loc.c.attempt)
+            .join(loc, loc.c.entry_id == e.c.id)
+            .where(*conds)
+            .order_by(e.c.id)
+        )
+        rows = self._run(lambda c: list(c.execute(stmt)))
+        order = {n: i for i, n in enumerate(self.backends)}
+        best: dict[int, Any] = {}
+        for r in rows:
+            if r.backend not in order:
+                continue
+            if r.id not in best or order[r.backend] < order[best[r.id].backend]:
+                best[r.id] = r
+        results: dict[tuple[Any, ...], list[tuple[str, Any, str | None]]] = {}
+        for r in best.values():
+            lineage = json.loads(r.lineage)
+            entry = lineage.get(r.data_type)
+            obj = StoredArrayData(
+                run_id=r.run_id,
+                data_type=r.data_type,
+                lineage_hash=r.lineage_hash,
+                lineage=lineage,
+                plugin=entry[0] if entry else None,
+                version=(entry[1] if isinstance(entry[1], str) else canonical_json(entry[1]))
+                if entry
+                else None,
+                backend_key=r.backend_key,
+                attempt=r.attempt,
+                rows=r.rows,
+                nbytes=r.nbytes,
+                start=r.start_ns,
+                end=r.end_ns,
+                partitions=r.partitions,
+                dtype=json.loads(r.dtype),
+                metadata=json.loads(r.meta),
+                writing_started=r.writing_started,
+                writing_ended=r.writing_ended,
+                strata_version=r.strata_version,
+            )
+            matched = data_query.apply(obj)
+            if matched is None:
+                continue
+            backend = self.backends[r.backend]
+            path = None
+            if isinstance(backend, ZarrBackend):
+                path = backend._ancillary_location(f"data/{r.backend_key}/{r.attempt}", "")
+            results.setdefault(matched, []).append((object_key(obj), obj, path))
+        return {k: sorted(v, key=lambda t: t[0]) for k, v in results.items()}
+
