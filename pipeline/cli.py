@@ -45,7 +45,17 @@ __all__ = ["load_plugins", "main"]
 
 logger = logging.getLogger(__name__)
 
-console = Console()
+
+def _console() -> Console:
+    import os
+    import sys
+
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        return Console(width=160)  # piped or captured: do not squeeze tables to 80 columns
+    return Console()
+
+
+console = _console()
 DEFAULT_STORAGE = "./strata_data"
 DEMO_PLUGINS = "pipeline.demo:PLUGINS"
 
@@ -216,15 +226,16 @@ def _entries_table(
     fe: StorageFrontend, entries: Sequence[Entry], title: str, throughput: bool = False
 ) -> Table:
     table = _table(title)
-    table.add_column("run")
-    table.add_column("data type")
-    table.add_column("hash")
+    for col, values in (
+        ("run", [e.key.run_id for e in entries]),
+        ("data type", [e.key.data_type for e in entries]),
+        ("hash", [e.key.lineage_hash for e in entries]),
+    ):
+        table.add_column(col, no_wrap=True, min_width=max(map(len, values), default=4))
     for col in ("rows", "parts", "MB", "stored MB", "ratio"):
         table.add_column(col, justify="right")
     if throughput:
         table.add_column("MB/s", justify="right")
-    else:
-        table.add_column("written (UTC)")
     total_rows = total_bytes = total_stored = 0
     for e in entries:
         stored = _stored_bytes(fe, e)
@@ -243,8 +254,6 @@ def _entries_table(
             m = fe.get_metadata(e.key)
             secs = _seconds(m.writing_started, m.writing_ended)
             row.append(f"{e.nbytes / 1e6 / secs:,.1f}" if secs > 0 else "")
-        else:
-            row.append(e.writing_ended[:19].replace("T", " "))
         table.add_row(*row)
         total_rows += e.rows
         total_bytes += e.nbytes
@@ -260,7 +269,7 @@ def _entries_table(
             _mb(total_bytes),
             _mb(total_stored),
             ratio,
-            "",
+            *([""] if throughput else []),
             style="bold",
         )
     return table
@@ -500,7 +509,8 @@ def info(
             m = fe.get_metadata(entry.key)
             _say(
                 f"{entry.key}: plugin {m.metadata.get('plugin', '?')} "
-                f"{m.metadata.get('version', '')}, fields {list(m.np_dtype.names or ())}"
+                f"{m.metadata.get('version', '')}, written {m.writing_ended}, "
+                f"fields {list(m.np_dtype.names or ())}"
             )
 
 

@@ -67,6 +67,6 @@ def gc(
 
     Attempts younger than ``min_age_seconds`` are kept: they may belong to a running save.
     """
-    backend = open_backend(url, **kwargs)  # type: ignore[arg-type]
+    backend = open_backend(url, **kwargs)
     assert isinstance(backend, ZarrBackend)
     return backend.gc(min_age_seconds=min_age_seconds, dry_run=dry_run)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numcodecs
 from zarr.abc.codec import BytesBytesCodec
@@ -20,7 +20,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
 
 __all__ = ["PRESETS", "CompressorLike", "codec_chain", "compressors"]
 
-CompressorLike = str | BytesBytesCodec | numcodecs.abc.Codec | Sequence[Any] | None
+CompressorLike: TypeAlias = str | BytesBytesCodec | numcodecs.abc.Codec | Sequence[Any] | None
 
 PRESETS = {
     "zstd": "zstd, level 3",
@@ -53,7 +53,7 @@ def _numcodecs_to_zarr(codec: numcodecs.abc.Codec) -> BytesBytesCodec:
     config = {k: v for k, v in codec.get_config().items() if k != "id"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return getattr(zn, cls_name)(**config)  # type: ignore[no-any-return]
+        return getattr(zn, cls_name)(**config)
 
 
 def _preset(name: str) -> list[BytesBytesCodec]:
@@ -102,5 +102,5 @@ def compressors(spec: CompressorLike) -> list[BytesBytesCodec]:
 
 def codec_chain(spec: CompressorLike) -> list[dict[str, Any]]:
     """The full Zarr v3 codec list as JSON: bytes, the compressors, then crc32c."""
-    chain = [BytesCodec(), *compressors(spec), Crc32cCodec()]
-    return [c.to_dict() for c in chain]  # type: ignore[misc]
+    chain: list[Any] = [BytesCodec(), *compressors(spec), Crc32cCodec()]
+    return [c.to_dict() for c in chain]

@@ -144,7 +144,7 @@ def _validate_lineage(lineage: Mapping[str, Any]) -> Lineage:
                 f"lineage entry for {dt!r} must be [plugin name, version, {{options}}], "
                 f"got {entry!r}"
             )
-    return norm  # type: ignore[no-any-return]
+    return norm
 
 
 @dataclass(frozen=True, eq=False)

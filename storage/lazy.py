@@ -45,14 +45,14 @@ class LazyData:
     @property
     def dtype(self) -> np.dtype[Any]:
         """The structured dtype of :attr:`array`."""
-        return self.array.dtype  # type: ignore[no-any-return]
+        return self.array.dtype
 
     def __len__(self) -> int:
         return int(self.array.shape[0])
 
     def to_numpy(self, **compute_kwargs: Any) -> np.ndarray:
         """Read everything selected into one structured numpy array."""
-        return self.array.compute(**compute_kwargs)  # type: ignore[no-any-return]
+        return self.array.compute(**compute_kwargs)
 
     def to_pandas(self, **compute_kwargs: Any) -> pd.DataFrame:
         """A pandas DataFrame of the scalar fields (multi-dimensional fields are left out)."""

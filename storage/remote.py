@@ -41,6 +41,7 @@ import errno
 import functools
 import logging
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -254,6 +255,16 @@ def _s3_class() -> type:
                 if new is None:
                     raise
                 raise new from e
+
+        async def set_session(self, refresh: bool = False, kwargs: Any = None) -> Any:
+            s3 = await super().set_session(refresh=refresh, kwargs=kwargs or {})
+            if self.asynchronous and getattr(self, "_strata_closer", None) is None:
+                # s3fs closes the HTTP session of synchronous instances only; Zarr's
+                # asynchronous one would otherwise leak it ("Unclosed client session").
+                self._strata_closer = weakref.finalize(
+                    self, type(self).close_session, asyncio.get_running_loop(), self._s3creator
+                )
+            return s3
 
         async def _mkdir(self, path: str, *args: Any, **kwargs: Any) -> None:
             # S3 has no directories; and a bucket is made by its owner, not as a side effect

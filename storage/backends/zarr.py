@@ -142,7 +142,8 @@ class ZarrBackend(FsObjectStore, StorageBackend):
     @property
     def fs_root(self) -> str:
         """The root path within :attr:`fs`."""
-        return self._cached("root", lambda: open_fs(self.url, self.storage_options)[1])  # type: ignore[no-any-return]
+        root: str = self._cached("root", lambda: open_fs(self.url, self.storage_options)[1])
+        return root
 
     @property
     def store(self) -> Any:
@@ -471,7 +472,7 @@ def _read_rows(
     from zarr.core.array import AsyncArray
     from zarr.storage import StorePath
 
-    arr = zarr.Array(AsyncArray(meta, StorePath(backend.store, path)))
+    arr = zarr.Array(AsyncArray(meta, StorePath(backend.store, path)))  # type: ignore[call-overload]
     try:
         return arr[lo:hi]  # type: ignore[return-value]
     except ValueError as e:

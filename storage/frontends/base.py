@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -213,6 +214,6 @@ class StorageFrontend(ABC):
             raise TypeError(f"run metadata must be a dict, got {type(doc).__name__}")
         self._write_run_metadata(validate_run_id(run_id), doc)
 
-    def list_runs(self) -> list[str]:
+    def list_runs(self) -> builtins.list[str]:
         """Run ids known here."""
         return self._list_runs()

@@ -44,14 +44,13 @@ def read(path: str, name: str) -> bytes:
         return f.read()
 
 
-@pytest.fixture
-def scratch(tmp_path):
-    d = tmp_path / "scratch"
-    d.mkdir()
-    return str(d)
-
-
 class ObjectStoreTests:
+    @pytest.fixture
+    def scratch(self, tmp_path):
+        d = tmp_path / "scratch"
+        d.mkdir()
+        return str(d)
+
     def test_round_trip(self, store):
         m = Measurement(run_id="r1", name="gain", value=2.5, tags=["pmt"])
         key = store.store_object(m)

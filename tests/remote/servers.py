@@ -257,13 +257,19 @@ class SSHServer:
         Where keys, configuration and logs go (a fresh temporary directory by default).
     passphrase
         Protect the client key with this passphrase.
+    sftp_readonly
+        Serve SFTP read-only (``internal-sftp -R``): every write is refused with "permission
+        denied", even for root.
 
     """
 
-    def __init__(self, workdir: str | None = None, passphrase: str = "") -> None:
+    def __init__(
+        self, workdir: str | None = None, passphrase: str = "", sftp_readonly: bool = False
+    ) -> None:
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="strata-sshd-"))
         self.passphrase = passphrase
+        self.sftp_readonly = sftp_readonly
         self.user = getpass.getuser()
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -334,7 +340,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 PermitRootLogin prohibit-password
 AllowUsers {self.user}
-Subsystem sftp internal-sftp
+Subsystem sftp internal-sftp{" -R" if self.sftp_readonly else ""}
 MaxSessions 64
 MaxStartups 64:30:128
 LogLevel ERROR
