@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from .errors import (
 from .execute import Progress, run_graph
 from .lineage import RunPlugins, unknown_data_type
 from .options import MISSING
-from .plugin import Plugin, as_tuple
+from .plugin import Plugin, as_tuple, plugins_in
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -134,7 +135,10 @@ class Context:
         """Register plugin classes; a later registration of a data type replaces an earlier
         one. Returns its argument, so it works as a class decorator.
         """
-        classes = [plugins] if isinstance(plugins, type) else list(plugins)
+        if isinstance(plugins, (type, Plugin)):
+            classes: list[Any] = [plugins]
+        else:
+            classes = list(plugins)
         for cls in classes:
             if not (isinstance(cls, type) and issubclass(cls, Plugin)):
                 raise PluginDefinitionError(
@@ -151,6 +155,12 @@ class Context:
                     )
                 self._registry[output] = cls
         return plugins
+
+    def register_all(self, module: ModuleType) -> list[type[Plugin]]:
+        """Register every Plugin subclass defined in ``module``; returns them."""
+        found = plugins_in(module)
+        self.register(found)
+        return found
 
     @property
     def plugins(self) -> dict[str, type[Plugin]]:
@@ -362,7 +372,7 @@ class Context:
             meta=np.empty(0, dtype=dtype),
         )
 
-    def _gather(
+    def _compute_arrays(
         self,
         run_ids: list[str],
         targets: Targets,
@@ -406,7 +416,7 @@ class Context:
         ``time_range=(t0, t1)`` selects records with ``t0 <= time < t1`` (and never saves).
         What is not stored is computed and saved as in :meth:`make`.
         """
-        arrays = self._gather(_run_ids(run_id), targets, fields, time_range, save, progress)
+        arrays = self._compute_arrays(_run_ids(run_id), targets, fields, time_range, save, progress)
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
     def get_df(
@@ -426,7 +436,7 @@ class Context:
         import pandas as pd
 
         runs = _run_ids(run_id)
-        arrays = self._gather(runs, targets, fields, time_range, save, progress)
+        arrays = self._compute_arrays(runs, targets, fields, time_range, save, progress)
         frames = []
         for run, arr in zip(runs, arrays, strict=True):
             names = arr.dtype.names or ()
@@ -474,15 +484,21 @@ class Context:
         fields: Sequence[str] | None = None,
         time_range: tuple[int, int] | None = None,
     ) -> xr.Dataset:
-        """A lazy xarray Dataset of ``targets`` of ``run_id``: one variable per field, along
-        dimension ``row`` (plus ``<field>_dim_<i>`` for multi-dimensional fields).
+        """An xarray Dataset of ``targets`` of ``run_id``: one Dask-backed variable per field,
+        along dimension ``row`` (plus ``<field>_dim_<i>`` for multi-dimensional fields).
 
-        As :meth:`get_dask`: lazy, and data that is not stored is not saved.
+        Stored data is read lazily. xarray needs the number of rows, so data that is not
+        stored is computed first (kept in memory, or on the cluster, and not saved): call
+        :meth:`make` first to store it and keep this lazy.
         """
         import xarray as xr
 
         ts = self._check_targets(targets)
         arr = self.get_dask(run_id, ts, fields, time_range)
+        if any(np.isnan(c) for c in arr.chunks[0]):
+            logger.info("computing %s of %s to learn its length (not stored)", ts, run_id)
+            arr = self.client.persist(arr) if self.client is not None else arr.persist()
+            arr.compute_chunk_sizes()
         data_vars = {}
         for name in arr.dtype.names or ():
             field = arr[name]

@@ -112,7 +112,7 @@ class RawRecords(Plugin):
     def _shapes(self) -> np.ndarray:
         x = np.arange(self.record_length, dtype=np.float64)
         shapes = []
-        for centre, sigma in ((PRE_SAMPLES + 4, 2.5), (PRE_SAMPLES + 30, 12.0)):
+        for centre, sigma in ((PRE_SAMPLES + 4, 2.5), (PRE_SAMPLES + 40, 10.0)):
             s = np.exp(-0.5 * ((x - centre) / sigma) ** 2)
             shapes.append(s / s.sum())
         return np.array(shapes)
@@ -137,9 +137,7 @@ class RawRecords(Plugin):
         t_pulse = t_pulse - (t_pulse - start) % dt  # align to the sample grid
         p = rng.dirichlet(np.full(self.n_channels, 2.0), n_pulses) if n_pulses else None
         per_channel = (
-            np.array([rng.multinomial(n, pk) for n, pk in zip(photons, p, strict=True)])
-            if p is not None
-            else np.zeros((0, self.n_channels), np.int64)
+            rng.multinomial(photons, p) if p is not None else np.zeros((0, self.n_channels), int)
         )
         pulse_idx, channel = np.nonzero(per_channel)
         n = len(pulse_idx)
@@ -242,9 +240,9 @@ class Peaks(Plugin):
         out["endtime"] = np.maximum.reduceat(et, first)
         out["area"] = np.bincount(ids, weights=records["area"], minlength=n)
         ch = records["channel"].astype(np.int64)
-        apc = np.zeros((n, self.n_channels), dtype=np.float64)
-        np.add.at(apc, (ids, ch), records["area"])
-        out["area_per_channel"] = apc
+        nc = self.n_channels
+        apc = np.bincount(ids * nc + ch, weights=records["area"], minlength=n * nc)
+        out["area_per_channel"] = apc.reshape(n, nc)
         hit = np.zeros((n, self.n_channels), dtype=bool)
         hit[ids, ch] = True
         out["n_channels"] = hit.sum(axis=1)
@@ -256,9 +254,9 @@ class Peaks(Plugin):
         length = records["data"].shape[1]
         sample = (t - out["time"][ids])[:, None] // step + np.arange(length)[None, :]
         col = np.minimum(sample // factor[ids][:, None], self.peak_samples - 1)
-        wave = np.zeros((n, self.peak_samples), dtype=np.float64)
-        np.add.at(wave, (np.repeat(ids, length), col.ravel()), records["data"].ravel())
-        out["data"] = wave
+        flat = (ids[:, None] * self.peak_samples + col).ravel()
+        wave = np.bincount(flat, weights=records["data"].ravel(), minlength=n * self.peak_samples)
+        out["data"] = wave.reshape(n, self.peak_samples)
         return out
 
 

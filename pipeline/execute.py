@@ -134,7 +134,9 @@ def _run_local(
     pool = None
     if configured is None:
         # Our own pool, so that after a failure we can wait for the tasks still running.
-        num_workers = dask.config.get("num_workers", None)
+        from dask.system import CPU_COUNT
+
+        num_workers = dask.config.get("num_workers", None) or CPU_COUNT
         pool = ThreadPoolExecutor(num_workers, thread_name_prefix="strata")
         kwargs = {"scheduler": "threads", "pool": pool}
     try:

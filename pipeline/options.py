@@ -99,10 +99,10 @@ class Option:
         self.owner_name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
+        # Defaults are validated by Plugin.__init_subclass__: errors raised here would be
+        # wrapped in a RuntimeError by Python 3.11.
         self.name = name
         self.owner_name = owner.__name__
-        if self.default is not MISSING:
-            self.validate(self.default, where=f"default of option {name!r} of {owner.__name__}")
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:

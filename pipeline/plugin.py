@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,7 +42,7 @@ from .dtypes import field_help, strip_titles
 from .errors import OptionError, PluginDefinitionError, PluginOutputError
 from .options import Option
 
-__all__ = ["Plugin", "SaveWhen", "as_tuple"]
+__all__ = ["Plugin", "SaveWhen", "as_tuple", "plugins_in"]
 
 
 class SaveWhen(enum.IntEnum):
@@ -146,6 +147,9 @@ class Plugin:
             raise PluginDefinitionError(
                 f"{cls.__name__}: option name(s) {bad} are reserved plugin attributes; rename them"
             )
+        for name, opt in options.items():
+            if opt.has_default and name in vars(cls):
+                opt.validate(opt.default, where=f"default of option {name!r} of {cls.__name__}")
         cls.takes_config = options
 
     def __init__(self, run_id: str | None = None, **config: Any) -> None:
@@ -427,3 +431,15 @@ def _check_output_dtype(plugin: str, output: str, dtype: Any) -> np.dtype[Any]:
         raise PluginDefinitionError(
             f"{plugin}: dtype of {output!r} is not a record dtype: {e}"
         ) from None
+
+
+def plugins_in(module: ModuleType) -> list[type[Plugin]]:
+    """The Plugin subclasses defined in ``module`` that provide something."""
+    return [
+        v
+        for v in vars(module).values()
+        if isinstance(v, type)
+        and issubclass(v, Plugin)
+        and v.__module__ == module.__name__
+        and v.outputs()
+    ]

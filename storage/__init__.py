@@ -24,11 +24,28 @@ from .frontends.directory import DirectoryFrontend
 from .keys import DataKey, canonical_json, lineage_hash, lineage_matches
 from .lazy import LazyData
 from .manifest import Manifest, Partition, Segment
+from .objects import (
+    BaseDataQuery,
+    BaseStoredData,
+    InvalidObject,
+    ReplaceableData,
+    StoredArrayData,
+    StoredArrayQuery,
+    UnknownObjectClass,
+)
 from .registry import open_backend, open_frontend, register_frontend
 from .saver import Saver
 
 __all__ = [
     "PRESETS",
+    "BaseDataQuery",
+    "BaseStoredData",
+    "InvalidObject",
+    "ReplaceableData",
+    "SQLFrontend",
+    "StoredArrayData",
+    "StoredArrayQuery",
+    "UnknownObjectClass",
     "DataCorrupted",
     "DataExistsError",
     "DataKey",
@@ -70,3 +87,12 @@ def gc(
     backend = open_backend(url, **kwargs)
     assert isinstance(backend, ZarrBackend)
     return backend.gc(min_age_seconds=min_age_seconds, dry_run=dry_run)
+
+
+def __getattr__(name: str) -> object:
+    # SQLFrontend needs SQLAlchemy, an extra: import it only when asked for
+    if name == "SQLFrontend":
+        from .frontends.sql import SQLFrontend
+
+        return SQLFrontend
+    raise AttributeError(f"module 'storage' has no attribute {name!r}")

@@ -96,9 +96,7 @@ def copy_data(
     import dask
 
     digest = dask.delayed(_digest, pure=True)
-    written, src_sums = compute(
-        saver.save(parts, intervals), [digest(p) for p in parts]
-    )
+    written, src_sums = compute(saver.save(parts, intervals), [digest(p) for p in parts])
     try:
         copied = target.loader(key)
         dst_sums = compute([digest(p) for p in _partitions(copied, written)])[0]
@@ -177,8 +175,8 @@ def _computer(client: Any) -> Any:
 
     def compute(*args: Any) -> tuple[Any, ...]:
         if client is None:
-            return dask.compute(*args)  # type: ignore[no-any-return]
-        return dask.compute(*args, scheduler=client)  # type: ignore[no-any-return]
+            return dask.compute(*args)
+        return dask.compute(*args, scheduler=client)
 
     return compute
 

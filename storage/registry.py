@@ -71,7 +71,9 @@ def _check_fsspec(url: str) -> None:
     protocol, _ = split_url(url)
     if protocol in ("file", "memory"):
         return
-    known = set(fsspec.registry.known_implementations) | set(fsspec.registry.registry)
+    from fsspec.registry import known_implementations, registry
+
+    known = set(known_implementations) | set(registry)
     if protocol not in known:
         raise ValueError(
             f"unknown storage URL scheme {protocol!r} in {url.split('://')[0]}://...; "

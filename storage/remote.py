@@ -29,7 +29,7 @@ strata's defaults, each overridable through ``storage_options``:
   ``read_timeout=30`` and 3 attempts, and ``retries=2`` outer s3fs attempts. Prefixes are not
   created (S3 has no directories) and buckets never are: a missing bucket is an error.
 - SSH: ``connect_timeout=10`` and keep-alives every 15 s (a dead server is noticed in under a
-  minute).
+  minute); a connection the server dropped is reopened on the next operation.
 
 Failures are translated into the errors below, each naming the URL without secrets.
 """
@@ -209,7 +209,7 @@ def _ssh_error(exc: BaseException, where: str, connecting: bool = False) -> Base
         return AuthenticationFailed(
             f"the SSH host key of {where} is not trusted by the given known_hosts: {reason}"
         )
-    if isinstance(cause, asyncssh.KeyImportError):
+    if isinstance(cause, asyncssh.KeyImportError | asyncssh.KeyEncryptionError):
         return AuthenticationFailed(f"cannot load the SSH client key for {where}: {reason}")
     if isinstance(cause, asyncssh.SFTPPermissionDenied | PermissionError):
         return AccessDenied(f"permission denied on {where}: {reason}")
@@ -243,7 +243,7 @@ def _s3_class() -> type:
     except ImportError as e:
         raise ImportError(S3_INSTALL_HINT) from e
 
-    class StrataS3FileSystem(s3fs.S3FileSystem):  # type: ignore[misc]
+    class StrataS3FileSystem(s3fs.S3FileSystem):
         """s3fs with strata's error translation; creates no buckets and no prefixes."""
 
         async def _call_s3(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -269,13 +269,13 @@ def _s3_class() -> type:
         async def _mkdir(self, path: str, *args: Any, **kwargs: Any) -> None:
             # S3 has no directories; and a bucket is made by its owner, not as a side effect
             # of writing under a mistyped name.
-            bucket, key, _ = self.split_path(path)
+            _, key, _ = self.split_path(path)
             if key:
                 return
             await super()._mkdir(path, *args, **kwargs)
 
         async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
-            bucket, key, _ = self.split_path(path)
+            _, key, _ = self.split_path(path)
             if key:
                 return
             await super()._makedirs(path, exist_ok=exist_ok)
@@ -381,10 +381,43 @@ _SSH_ASYNC_METHODS = (
 )
 
 
+async def _ssh_reconnect_if_lost(fs: Any) -> None:
+    """Open a new connection if the server dropped the old one (restart, network blip).
+
+    Filesystems live as long as the process (Dask workers keep them): without this, one lost
+    connection would fail every later operation. The failed operation itself is not retried,
+    since it may have taken effect.
+    """
+    client = getattr(fs, "_client", None)
+    if client is None or not client.is_closed():
+        return
+    lock = fs.__dict__.setdefault("_strata_reconnect_lock", asyncio.Lock())
+    async with lock:
+        if not fs._client.is_closed():
+            return
+        logger.info("SSH connection to %s was lost; reconnecting", _ssh_where(fs))
+        from sshfs.pools import SFTPSoftChannelPool
+
+        opts = dict(fs.storage_options)
+        opts.pop("timeout", None)
+        max_sessions = int(opts.pop("max_sessions", 10))
+        pool_type = opts.pop("pool_type", SFTPSoftChannelPool)
+        sftp_kwargs = opts.pop("sftp_client_kwargs", None) or {}
+        opts.setdefault("known_hosts", None)
+        fs._client, fs._pool = await fs._connect(
+            fs.storage_args[0],
+            pool_type,
+            max_sftp_channels=max_sessions - 2,
+            connect_args=opts,
+            sftp_client_kwargs=sftp_kwargs,
+        )
+
+
 def _translating(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(method)
     async def wrapper(self: Any, path: Any = "", *args: Any, **kwargs: Any) -> Any:
         try:
+            await _ssh_reconnect_if_lost(self)
             return await method(self, path, *args, **kwargs)
         except Exception as e:
             shown = path if isinstance(path, str) else str(path[0]) if path else ""
@@ -412,15 +445,15 @@ def _ssh_class() -> type:
     ) -> bytes:
         # sshfs ignores start/end (it would return the whole file for a ranged read)
         if start is None and end is None:
-            return await base._cat_file(self, path, **kwargs)  # type: ignore[no-any-return]
+            return await base._cat_file(self, path, **kwargs)
         async with self._pool.get() as channel, channel.open(path, "rb") as f:
-            size = None
+            size = 0
             if (start is not None and start < 0) or (end is not None and end < 0):
-                size = (await channel.stat(path)).size
+                size = int((await channel.stat(path)).size)
             lo = 0 if start is None else (start if start >= 0 else max(0, size + start))
             hi = None if end is None else (end if end >= 0 else size + end)
             await f.seek(lo)
-            return await f.read(-1 if hi is None else max(0, hi - lo))  # type: ignore[no-any-return]
+            return await f.read(-1 if hi is None else max(0, hi - lo))
 
     ns: dict[str, Any] = {name: _translating(getattr(base, name)) for name in _SSH_ASYNC_METHODS}
     ns["_cat_file"] = _translating(_cat_file)
@@ -457,6 +490,7 @@ def _ssh_fs(url: str, options: dict[str, Any], asynchronous: bool) -> tuple[Any,
 async def _sftp_rename_noreplace(fs: Any, src: str, dst: str) -> None:
     import asyncssh
 
+    await _ssh_reconnect_if_lost(fs)
     async with fs._pool.get() as channel:
         try:
             await channel.rename(src, dst)  # SFTP v3 rename: fails if dst exists

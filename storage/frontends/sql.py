@@ -33,6 +33,8 @@ The schema version is stored in the catalog; opening one of another version rais
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import json
 import logging
@@ -56,6 +58,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     event,
     func,
     select,
@@ -77,7 +80,14 @@ from ..errors import (
     StorageError,
 )
 from ..fs import redact_url
-from ..keys import DataKey, canonical_json, lineage_matches, normalize, validate_run_id
+from ..keys import (
+    HASH_LENGTH,
+    DataKey,
+    canonical_json,
+    lineage_matches,
+    normalize,
+    validate_run_id,
+)
 from ..manifest import Manifest, now_iso
 from ..saver import Saver
 from .base import Entry, Location, StorageFrontend
@@ -142,6 +152,7 @@ locations_table = Table(
     Column("backend", String(255), nullable=False),
     Column("backend_key", Text, nullable=False),
     Column("attempt", String(64), nullable=False),
+    Column("stored_bytes", BigInteger),  # bytes on storage of this copy, if measured
     Column("registered_at", String(40), nullable=False),
     PrimaryKeyConstraint("entry_id", "backend", name="pk_strata_locations"),
 )
@@ -177,6 +188,12 @@ runs_table = Table(
 )
 
 
+def _hash_of(canonical: str) -> str:
+    """:func:`storage.keys.lineage_hash` of an already canonical lineage JSON."""
+    digest = hashlib.sha256(canonical.encode()).digest()
+    return base64.b32encode(digest).decode().lower()[:HASH_LENGTH]
+
+
 def value_hash(value: Any) -> str:
     """The hash under which an option value is compared in SQL (of its canonical JSON)."""
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:32]
@@ -199,6 +216,80 @@ def lineage_rows(lineage: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list
     return deps, opts
 
 
+# -- prepared statements (built once: building SQLAlchemy expressions costs more than the
+# indexed lookups they describe) ----------------------------------------------------------
+@functools.cache
+def _exact_statement(single: bool) -> Any:
+    e, loc = entries_table, locations_table
+    if single:
+        where = sa.and_(
+            e.c.run_id == bindparam("run_id"),
+            e.c.data_type == bindparam("data_type"),
+            e.c.lineage_hash == bindparam("hash"),
+        )
+    else:
+        where = tuple_(e.c.run_id, e.c.data_type, e.c.lineage_hash).in_(
+            bindparam("keys", expanding=True)
+        )
+    return (
+        select(
+            e.c.id,
+            e.c.run_id,
+            e.c.data_type,
+            e.c.lineage_hash,
+            e.c.lineage,
+            loc.c.backend,
+            loc.c.backend_key,
+        )
+        .join(loc, loc.c.entry_id == e.c.id)
+        .where(where, e.c.state == "committed")
+    )
+
+
+@functools.cache
+def _fuzzy_statement(skip_types: bool, skip_opts: bool, has_deps: bool, has_opts: bool) -> Any:
+    """Entries of one ``(run_id, data_type)`` whose lineage rows, less the ignored ones, are
+    exactly the wanted ones: as many rows are left as wanted, and as many of them are equal to
+    a wanted row (rows are unique per entry, so equal counts mean equal sets).
+    """
+    e, d, o, loc = entries_table, deps_table, options_table, locations_table
+
+    def count(table: Table, *conds: Any) -> Any:
+        return (
+            select(func.count())
+            .select_from(table)
+            .where(table.c.entry_id == e.c.id, *conds)
+            .scalar_subquery()
+        )
+
+    skip_t: Any = bindparam("skip_types", expanding=True)
+    dep_kept = [d.c.dep_type.not_in(skip_t)] if skip_types else []
+    opt_kept = [o.c.dep_type.not_in(skip_t)] if skip_types else []
+    if skip_opts:
+        opt_kept.append(o.c.option.not_in(bindparam("skip_opts", expanding=True)))
+    n_deps: Any = bindparam("n_deps")
+    n_opts: Any = bindparam("n_opts")
+    conds = [count(d, *dep_kept) == n_deps, count(o, *opt_kept) == n_opts]
+    want: Any
+    if has_deps:
+        want = bindparam("want_deps", expanding=True)
+        conds.append(count(d, tuple_(d.c.dep_type, d.c.plugin, d.c.version).in_(want)) == n_deps)
+    if has_opts:
+        want = bindparam("want_opts", expanding=True)
+        conds.append(count(o, tuple_(o.c.dep_type, o.c.option, o.c.value_hash).in_(want)) == n_opts)
+    return (
+        select(e.c.id, e.c.run_id, e.c.data_type, e.c.lineage, loc.c.backend, loc.c.backend_key)
+        .join(loc, loc.c.entry_id == e.c.id)
+        .where(
+            e.c.run_id == bindparam("run_id"),
+            e.c.data_type == bindparam("data_type"),
+            e.c.state == "committed",
+            *conds,
+        )
+        .order_by(e.c.id.desc())
+    )
+
+
 # -- engines --------------------------------------------------------------------------------
 _ENGINES: dict[tuple[str, int], Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -207,7 +298,9 @@ _ENGINES_LOCK = threading.Lock()
 def normalize_db_url(db_url: str) -> str:
     """``db_url`` with an absolute SQLite path and psycopg 3 as the PostgreSQL driver."""
     if not isinstance(db_url, str) or "://" not in db_url:
-        raise ValueError(f"catalog URL must look like sqlite:///path or postgresql://..., got {db_url!r}")
+        raise ValueError(
+            f"catalog URL must look like sqlite:///path or postgresql://..., got {db_url!r}"
+        )
     if db_url.startswith("postgres://"):
         db_url = "postgresql://" + db_url[len("postgres://") :]
     url = make_url(db_url)
@@ -217,7 +310,9 @@ def normalize_db_url(db_url: str) -> str:
         if not url.database.startswith("file:"):
             url = url.set(database=os.path.abspath(os.path.expanduser(url.database)))
     if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ValueError(f"unsupported catalog database {url.get_backend_name()!r}: use sqlite or postgresql")
+        raise ValueError(
+            f"unsupported catalog database {url.get_backend_name()!r}: use sqlite or postgresql"
+        )
     return url.render_as_string(hide_password=False)
 
 
@@ -272,7 +367,11 @@ def _transient(e: DBAPIError) -> bool:
     if code in ("40001", "40P01", "55P03", "57P03"):  # serialisation, deadlock, lock, starting
         return True
     msg = str(e.orig).lower()
-    return "database is locked" in msg or "database is busy" in msg or "database table is locked" in msg
+    return (
+        "database is locked" in msg
+        or "database is busy" in msg
+        or "database table is locked" in msg
+    )
 
 
 def default_data_url(db_url: str) -> str:
@@ -306,7 +405,8 @@ class SQLFrontend(StorageFrontend):
     Parameters
     ----------
     db_url
-        ``sqlite:///path/catalog.db`` (a relative path is made absolute) or
+        ``sqlite:///relative/catalog.db`` or ``sqlite:////absolute/catalog.db`` (SQLAlchemy's
+        convention: three slashes, then the path; a relative path is made absolute) or
         ``postgresql://user:password@host:port/db`` (psycopg 3 is used; another driver may be
         named, e.g. ``postgresql+psycopg://``).
     backends
@@ -355,7 +455,7 @@ class SQLFrontend(StorageFrontend):
     ) -> None:
         super().__init__(readonly=readonly, take_only=take_only, exclude=exclude)
         self.db_url = normalize_db_url(db_url)
-        opts = {
+        opts: dict[str, Any] = {
             "storage_options": storage_options,
             "compressor": compressor,
             "chunk_target_mb": chunk_target_mb,
@@ -373,7 +473,9 @@ class SQLFrontend(StorageFrontend):
                 raise ValueError(f"backend names must be non-empty strings, got {name!r}")
             self.backends[name] = b if isinstance(b, StorageBackend) else ZarrBackend(b, **opts)
         if save_to is not None and save_to not in self.backends:
-            raise ValueError(f"save_to={save_to!r} is not one of the backends {list(self.backends)}")
+            raise ValueError(
+                f"save_to={save_to!r} is not one of the backends {list(self.backends)}"
+            )
         self.save_to = save_to
         self.verify_locations = verify_locations
         self._kwargs = {
@@ -415,11 +517,11 @@ class SQLFrontend(StorageFrontend):
         return self.engine.dialect.name
 
     def _insert(self, table: Table) -> Any:
+        from sqlalchemy.dialects import postgresql, sqlite
+
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
+            return postgresql.insert(table)
+        return sqlite.insert(table)
 
     def _run(self, fn: Callable[[Connection], T], write: bool = False) -> T:
         """Run ``fn(connection)`` in one transaction, retrying transient failures."""
@@ -460,7 +562,7 @@ class SQLFrontend(StorageFrontend):
         def read_version(conn: Connection) -> str | None:
             if not sa.inspect(conn).has_table(info_table.name):
                 return None
-            return conn.execute(  # type: ignore[no-any-return]
+            return conn.execute(
                 select(info_table.c.value).where(info_table.c.name == "schema_version")
             ).scalar()
 
@@ -531,47 +633,30 @@ class SQLFrontend(StorageFrontend):
     def _key_of(row: Any) -> DataKey:
         return DataKey(row.run_id, row.data_type, json.loads(row.lineage))
 
-    def _entry_locations(self, conn: Connection, ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
-        out: dict[int, list[tuple[str, str]]] = {}
-        if not ids:
-            return out
-        rows = conn.execute(
-            select(
-                locations_table.c.entry_id, locations_table.c.backend, locations_table.c.backend_key
-            ).where(locations_table.c.entry_id.in_(list(ids)))
-        )
-        for r in rows:
-            out.setdefault(r.entry_id, []).append((r.backend, r.backend_key))
-        return out
-
     # -- find -------------------------------------------------------------------------------
-    def _exact_rows(self, conn: Connection, keys: Sequence[DataKey]) -> dict[str, tuple[int, list[tuple[str, str]]]]:
+    def _exact_rows(
+        self, conn: Connection, keys: Sequence[DataKey]
+    ) -> dict[str, tuple[int, list[tuple[str, str]]]]:
         """``{str(key): (entry id, [(backend, backend_key)])}`` for keys registered exactly."""
-        e, loc = entries_table, locations_table
         out: dict[str, tuple[int, list[tuple[str, str]]]] = {}
-        wanted = {str(k): canonical_json(k.lineage) for k in keys}
-        for i in range(0, len(keys), _BATCH):
-            chunk = keys[i : i + _BATCH]
+        # (the lineage's canonical JSON and hash are computed once per key: they cost more
+        # than the database lookup)
+        ids = []
+        wanted = {}
+        for k in keys:
+            lin = canonical_json(k.lineage)
+            h = _hash_of(lin)
+            ids.append((k.run_id, k.data_type, h))
+            wanted[f"{k.run_id}-{k.data_type}-{h}"] = lin
+        for i in range(0, len(ids), _BATCH):
+            chunk = ids[i : i + _BATCH]
             if len(chunk) == 1:
-                k = chunk[0]
-                where = sa.and_(
-                    e.c.run_id == k.run_id,
-                    e.c.data_type == k.data_type,
-                    e.c.lineage_hash == k.lineage_hash,
-                )
+                run_id, data_type, h = chunk[0]
+                params: dict[str, Any] = {"run_id": run_id, "data_type": data_type, "hash": h}
+                result = conn.execute(_exact_statement(True), params)
             else:
-                where = tuple_(e.c.run_id, e.c.data_type, e.c.lineage_hash).in_(
-                    [(k.run_id, k.data_type, k.lineage_hash) for k in chunk]
-                )
-            q = (
-                select(
-                    e.c.id, e.c.run_id, e.c.data_type, e.c.lineage_hash, e.c.lineage,
-                    loc.c.backend, loc.c.backend_key,
-                )
-                .join(loc, loc.c.entry_id == e.c.id)
-                .where(where, e.c.state == "committed")
-            )
-            for r in conn.execute(q):
+                result = conn.execute(_exact_statement(False), {"keys": chunk})
+            for r in result:
                 s = f"{r.run_id}-{r.data_type}-{r.lineage_hash}"
                 if wanted.get(s) != r.lineage:  # a hash collision, or a damaged row
                     logger.warning("catalog row %s does not hold the lineage its hash says", s)
@@ -586,58 +671,37 @@ class SQLFrontend(StorageFrontend):
         fuzzy_for: tuple[str, ...],
         fuzzy_for_options: tuple[str, ...],
     ) -> list[Any]:
-        """Entries of ``key``'s run and data type whose lineage matches fuzzily, newest first:
-        the whole comparison is done by the database.
+        """Entries of ``key``'s run and data type whose lineage matches fuzzily, newest first,
+        one row per location: the whole comparison is done by the database.
         """
-        e, d, o = entries_table, deps_table, options_table
         skip_types, skip_opts = set(fuzzy_for), set(fuzzy_for_options)
         deps, opts = lineage_rows(key.lineage)
         want_deps = [
-            (r["dep_type"], r["plugin"], r["version"]) for r in deps if r["dep_type"] not in skip_types
+            (r["dep_type"], r["plugin"], r["version"])
+            for r in deps
+            if r["dep_type"] not in skip_types
         ]
         want_opts = [
             (r["dep_type"], r["option"], r["value_hash"])
             for r in opts
             if r["dep_type"] not in skip_types and r["option"] not in skip_opts
         ]
-
-        def count(table: Table, *conds: Any) -> Any:
-            return (
-                select(func.count())
-                .select_from(table)
-                .where(table.c.entry_id == e.c.id, *conds)
-                .scalar_subquery()
-            )
-
-        dep_kept = [d.c.dep_type.not_in(sorted(skip_types))] if skip_types else []
-        opt_kept = [o.c.dep_type.not_in(sorted(skip_types))] if skip_types else []
-        if skip_opts:
-            opt_kept.append(o.c.option.not_in(sorted(skip_opts)))
-        conds = [
-            count(d, *dep_kept) == len(want_deps),
-            count(o, *opt_kept) == len(want_opts),
-        ]
-        if want_deps:
-            conds.append(
-                count(d, tuple_(d.c.dep_type, d.c.plugin, d.c.version).in_(want_deps))
-                == len(want_deps)
-            )
-        if want_opts:
-            conds.append(
-                count(o, tuple_(o.c.dep_type, o.c.option, o.c.value_hash).in_(want_opts))
-                == len(want_opts)
-            )
-        q = (
-            select(e.c.id, e.c.run_id, e.c.data_type, e.c.lineage)
-            .where(
-                e.c.run_id == key.run_id,
-                e.c.data_type == key.data_type,
-                e.c.state == "committed",
-                *conds,
-            )
-            .order_by(e.c.id.desc())
-        )
-        return list(conn.execute(q))
+        stmt = _fuzzy_statement(bool(skip_types), bool(skip_opts), bool(want_deps), bool(want_opts))
+        params: dict[str, Any] = {
+            "run_id": key.run_id,
+            "data_type": key.data_type,
+            "n_deps": len(want_deps),
+            "n_opts": len(want_opts),
+        }
+        for name, value in (
+            ("skip_types", sorted(skip_types)),
+            ("skip_opts", sorted(skip_opts)),
+            ("want_deps", want_deps),
+            ("want_opts", want_opts),
+        ):
+            if value:
+                params[name] = value
+        return list(conn.execute(stmt, params))
 
     def _find(
         self, key: DataKey, fuzzy_for: tuple[str, ...], fuzzy_for_options: tuple[str, ...]
@@ -660,29 +724,37 @@ class SQLFrontend(StorageFrontend):
         fuzzy_for_options: tuple[str, ...],
     ) -> list[tuple[Location, DataKey] | None]:
         out: list[tuple[Location, DataKey] | None] = [None] * len(keys)
-        fuzzy = bool(fuzzy_for or fuzzy_for_options)
-
-        def lookup(conn: Connection) -> tuple[dict[str, Any], dict[int, list[tuple[int, DataKey, list[tuple[str, str]]]]]]:
-            exact = self._exact_rows(conn, keys)
-            candidates: dict[int, list[tuple[int, DataKey, list[tuple[str, str]]]]] = {}
-            if fuzzy:
-                for i, k in enumerate(keys):
-                    rows = self._fuzzy_rows(conn, k, fuzzy_for, fuzzy_for_options)
-                    locs = self._entry_locations(conn, [r.id for r in rows])
-                    candidates[i] = [(r.id, self._key_of(r), locs.get(r.id, [])) for r in rows]
-            return exact, candidates
-
-        exact, candidates = self._run(lookup)
+        exact = self._run(lambda conn: self._exact_rows(conn, keys))
+        left = []
         for i, k in enumerate(keys):
-            hit = exact.get(str(k))
-            if hit is not None:
-                loc = self._choose(k, hit[1])
-                if loc is not None:
-                    out[i] = (loc, k)
-                    continue
-            for _, stored, locs in candidates.get(i, []):
-                if not lineage_matches(stored.lineage, k.lineage, fuzzy_for, fuzzy_for_options):
-                    logger.warning("catalog fuzzy match %s does not match %s in Python", stored, k)
+            hit = exact.get(str(k)) if exact else None
+            loc = None if hit is None else self._choose(k, hit[1])
+            if loc is not None:
+                out[i] = (loc, k)
+            else:
+                left.append(i)
+        if not left or not (fuzzy_for or fuzzy_for_options):
+            return out
+
+        Candidate = tuple[str, str, str, list[tuple[str, str]]]  # run, type, lineage, locations
+
+        def lookup(conn: Connection) -> dict[int, list[Candidate]]:
+            found: dict[int, list[Candidate]] = {}
+            for i in left:
+                by_id: dict[int, Candidate] = {}
+                for r in self._fuzzy_rows(conn, keys[i], fuzzy_for, fuzzy_for_options):
+                    c = by_id.setdefault(r.id, (r.run_id, r.data_type, r.lineage, []))
+                    c[3].append((r.backend, r.backend_key))
+                found[i] = list(by_id.values())  # newest first
+            return found
+
+        for i, rows in self._run(lookup).items():
+            for run_id, data_type, lin, locs in rows:  # newest first
+                stored = DataKey(run_id, data_type, json.loads(lin))
+                if not lineage_matches(
+                    stored.lineage, keys[i].lineage, fuzzy_for, fuzzy_for_options
+                ):
+                    logger.warning("catalog fuzzy match %s does not match %s", stored, keys[i])
                     continue
                 loc = self._choose(stored, locs)
                 if loc is not None:
@@ -723,7 +795,7 @@ class SQLFrontend(StorageFrontend):
     def _list(self, run_id: str | None) -> list[Entry]:
         e, loc = entries_table, locations_table
         q = (
-            select(e, loc.c.backend, loc.c.backend_key)
+            select(e, loc.c.backend, loc.c.backend_key, loc.c.stored_bytes)
             .join(loc, loc.c.entry_id == e.c.id)
             .where(e.c.state == "committed")
             .order_by(e.c.run_id, e.c.data_type, e.c.id)
@@ -732,21 +804,23 @@ class SQLFrontend(StorageFrontend):
             q = q.where(e.c.run_id == run_id)
         rows = self._run(lambda c: list(c.execute(q)))
         grouped: dict[int, tuple[Any, list[tuple[str, str]]]] = {}
+        measured: dict[tuple[int, str], int | None] = {}
         for r in rows:
             grouped.setdefault(r.id, (r, []))[1].append((r.backend, r.backend_key))
+            measured[(r.id, r.backend)] = r.stored_bytes
         out = []
         for r, locs in grouped.values():
             key = self._key_of(r)
-            loc = self._choose(key, locs, verify=False)
-            if loc is None:
+            where = self._choose(key, locs, verify=False)
+            if where is None:
                 continue  # only on backends this frontend is not configured with
             out.append(
                 Entry(
                     key=key,
-                    location=loc,
+                    location=where,
                     rows=r.rows,
                     nbytes=r.nbytes,
-                    stored_bytes=None,
+                    stored_bytes=measured[(r.id, where.backend)],
                     start=r.start_ns,
                     end=r.end_ns,
                     partitions=r.partitions,
@@ -809,11 +883,18 @@ class SQLFrontend(StorageFrontend):
     def _register_many(self, items: Sequence[tuple[DataKey, Location, Manifest]]) -> None:
         """Register committed data in one transaction (idempotent upserts)."""
         e = entries_table
-        summary = [c.name for c in e.columns if c.name not in ("id", "run_id", "data_type", "lineage_hash", "lineage")]
-        rows = [(k, loc, self._entry_row(k, m), m.attempt) for k, loc, m in items]
+        summary = [
+            c.name
+            for c in e.columns
+            if c.name not in ("id", "run_id", "data_type", "lineage_hash", "lineage")
+        ]
+        # measured before the transaction, which must stay short
+        rows = [
+            (k, loc, self._entry_row(k, m), m.attempt, self._measure(loc, m)) for k, loc, m in items
+        ]
 
         def register(conn: Connection) -> None:
-            for key, loc, row, attempt in rows:
+            for key, loc, row, attempt, stored in rows:
                 ins = self._insert(e).values(**row)
                 stmt = ins.on_conflict_do_update(
                     index_elements=[e.c.run_id, e.c.data_type, e.c.lineage_hash],
@@ -836,6 +917,7 @@ class SQLFrontend(StorageFrontend):
                     backend=loc.backend,
                     backend_key=loc.backend_key,
                     attempt=attempt,
+                    stored_bytes=stored,
                     registered_at=row["registered_at"],
                 )
                 conn.execute(
@@ -844,12 +926,25 @@ class SQLFrontend(StorageFrontend):
                         set_={
                             "backend_key": lins.excluded.backend_key,
                             "attempt": lins.excluded.attempt,
+                            "stored_bytes": lins.excluded.stored_bytes,
                             "registered_at": lins.excluded.registered_at,
                         },
                     )
                 )
 
         self._run(register, write=True)
+
+    def _measure(self, location: Location, manifest: Manifest) -> int | None:
+        """Bytes on storage of a committed copy (one listing), or ``None`` if unknown."""
+        backend = self.backends.get(location.backend)
+        if not isinstance(backend, ZarrBackend):
+            return None
+        try:
+            path = backend.path("data", location.backend_key, manifest.attempt)
+            return int(backend.fs.du(path, total=True))
+        except (OSError, ValueError) as e:
+            logger.debug("could not measure %s: %s", location, e)
+            return None
 
     def _register(self, key: DataKey, location: Location, manifest: Manifest) -> None:
         """Record a commit (called by the saver right after its manifest is written)."""
@@ -941,13 +1036,17 @@ class SQLFrontend(StorageFrontend):
                 try:
                     self.backends[name].remove(bk)
                 except DataNotAvailable:
-                    logger.warning("%s was registered at %s:%s but not committed there", key, name, bk)
+                    logger.warning(
+                        "%s was registered at %s:%s but not committed there", key, name, bk
+                    )
 
     def _backend(self, name: str) -> StorageBackend:
         try:
             return self.backends[name]
         except KeyError:
-            raise ValueError(f"{self!r} has no backend {name!r}; it has {list(self.backends)}") from None
+            raise ValueError(
+                f"{self!r} has no backend {name!r}; it has {list(self.backends)}"
+            ) from None
 
     def _check_writable(self, what: str) -> None:
         if self.readonly:
@@ -965,7 +1064,9 @@ class SQLFrontend(StorageFrontend):
         try:
             doc = json.loads(raw)
         except ValueError as e:
-            raise DataCorrupted(f"run metadata {run_id!r} in {self!r} is not valid JSON: {e}") from e
+            raise DataCorrupted(
+                f"run metadata {run_id!r} in {self!r} is not valid JSON: {e}"
+            ) from e
         if not isinstance(doc, dict):
             raise DataCorrupted(f"run metadata {run_id!r} in {self!r} is not a JSON object")
         return doc
@@ -1070,4 +1171,3 @@ class SQLFrontend(StorageFrontend):
                 path = backend._ancillary_location(f"data/{r.backend_key}/{r.attempt}", "")
             results.setdefault(matched, []).append((object_key(obj), obj, path))
         return {k: sorted(v, key=lambda t: t[0]) for k, v in results.items()}
-

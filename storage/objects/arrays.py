@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from ..keys import DataKey, canonical_json
 from ..manifest import Manifest
 from .base import BaseStoredData
@@ -41,7 +43,7 @@ class StoredArrayData(BaseStoredData, stored_name="strata.StoredArrayData"):
     end: int | None = None
     partitions: int
     dtype: list[list[Any]]
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = Field(default_factory=dict)
     writing_started: str = ""
     writing_ended: str = ""
     strata_version: str = ""

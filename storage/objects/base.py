@@ -140,7 +140,7 @@ class BaseStoredData(BaseModel):
     def json_data(self) -> dict[str, Any]:
         """The fields as plain JSON values (validated again: raises :class:`InvalidObject`)."""
         try:
-            data = self.model_dump(mode="json")
+            data = self.model_dump(mode="json", warnings=False)
             # A model built with model_construct or mutated around validate_assignment is
             # checked here, before anything is written.
             type(self).model_validate(data)
@@ -152,7 +152,7 @@ class BaseStoredData(BaseModel):
                 f"{type(self).__name__} cannot be stored as JSON (no NaN, infinity or "
                 f"non-JSON values): {e}"
             ) from e
-        return data  # type: ignore[no-any-return]
+        return data
 
     def identity(self) -> dict[str, Any]:
         """The values that say which object this is (see ``identity_fields``)."""
@@ -231,9 +231,7 @@ def stored_class(name: str) -> type[BaseStoredData]:
 def subclasses_of(cls: type[BaseStoredData]) -> list[type[BaseStoredData]]:
     """Registered classes that are ``cls`` or derive from it (internal classes left out)."""
     return [
-        c
-        for _, c in sorted(registered_classes().items())
-        if issubclass(c, cls) and not c.internal
+        c for _, c in sorted(registered_classes().items()) if issubclass(c, cls) and not c.internal
     ]
 
 

@@ -101,15 +101,15 @@ class FsObjectStore(ObjectStore):
         protocol: str
         readonly: bool
 
-        def path(self, *parts: str) -> str: ...
+        def path(self, *parts: str) -> str: ...  # noqa: D102
 
         def _invalidate(self, path: str) -> None: ...
 
-        def parse_backend_key(self, backend_key: str) -> tuple[str, str, str]: ...
+        def parse_backend_key(self, backend_key: str) -> tuple[str, str, str]: ...  # noqa: D102
 
-        def list_backend_keys(self, run_id: str | None = None) -> list[str]: ...
+        def list_backend_keys(self, run_id: str | None = None) -> list[str]: ...  # noqa: D102
 
-        def get_metadata(self, backend_key: str) -> Manifest: ...
+        def get_metadata(self, backend_key: str) -> Manifest: ...  # noqa: D102
 
     # -- paths ------------------------------------------------------------------------------
     def _doc_path(self, key: str) -> str:
@@ -133,14 +133,13 @@ class FsObjectStore(ObjectStore):
         ) or (len(parts) == 4 and parts[0] == "data" and _DATA_ATTEMPT.match(parts[3]))
         if not ok or any(p in ("", ".", "..") for p in parts):
             raise DataCorrupted(f"stored object {self._where(key)} names a bad directory {rel!r}")
-        p = self.path(*parts)
         if isinstance(self.fs, LocalFileSystem):
-            return p
-        return str(self.fs.unstrip_protocol(p))
+            return self.path(*parts)
+        return f"{self.url.rstrip('/')}/{rel}"  # keeps the host (and port) of ssh:// URLs
 
     def _read_raw(self, path: str) -> bytes | None:
         try:
-            return self.fs.cat_file(path)  # type: ignore[no-any-return]
+            return self.fs.cat_file(path)
         except FileNotFoundError:
             return None
 

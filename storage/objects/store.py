@@ -32,6 +32,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from ..errors import DataCorrupted, DataNotAvailable, ReadOnlyError
 from .base import (
     BaseStoredData,
@@ -55,7 +57,7 @@ class _ObjectKeys(BaseStoredData, stored_name="strata.ObjectKeys"):
     """The default index: keys of the stored objects of each class."""
 
     internal = True
-    keys: dict[str, list[str]] = {}
+    keys: dict[str, list[str]] = Field(default_factory=dict)
 
 
 _KEYS_KEY = "strata_object_keys"
@@ -152,7 +154,7 @@ class ObjectStore(ABC):
         if lock is None:
             with _LOCK_GUARD:
                 lock = self.__dict__.setdefault("_strata_object_lock", threading.RLock())
-        return lock  # type: ignore[no-any-return]
+        return lock
 
     def _check_objects_writable(self, what: str) -> None:
         if getattr(self, "readonly", False):
@@ -161,9 +163,7 @@ class ObjectStore(ABC):
     @staticmethod
     def _check_object(obj: object) -> BaseStoredData:
         if not isinstance(obj, BaseStoredData):
-            raise TypeError(
-                f"only BaseStoredData objects can be stored, got {type(obj).__name__}"
-            )
+            raise TypeError(f"only BaseStoredData objects can be stored, got {type(obj).__name__}")
         if type(obj).internal:
             raise TypeError(f"{type(obj).__name__} is internal to strata and cannot be stored")
         return obj
@@ -176,14 +176,14 @@ class ObjectStore(ABC):
             return None
         path = os.fspath(path)
         if not os.path.isdir(path):
-            raise InvalidObject(
-                f"ancillary data path {path!r} is not an existing local directory"
-            )
+            raise InvalidObject(f"ancillary data path {path!r} is not an existing local directory")
         return os.path.abspath(path)
 
     # -- public API -------------------------------------------------------------------------
     def store_object(
-        self, object_to_store: BaseStoredData, ancillary_data_path: str | os.PathLike[str] | None = None
+        self,
+        object_to_store: BaseStoredData,
+        ancillary_data_path: str | os.PathLike[str] | None = None,
     ) -> str:
         """Store an object (and a copy of its ancillary directory); return its key.
 

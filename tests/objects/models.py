@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from storage.objects import BaseDataQuery, BaseStoredData, ReplaceableData
 
 
@@ -11,7 +13,7 @@ class Measurement(BaseStoredData, stored_name="test.Measurement"):
     run_id: str
     name: str
     value: float
-    tags: list[str] = []
+    tags: list[str] = Field(default_factory=list)
 
 
 class DetailedMeasurement(Measurement, stored_name="test.DetailedMeasurement"):

@@ -18,8 +18,7 @@ import threading
 import fsspec
 import pytest
 
-from storage import DataCorrupted, DataKey, DataNotAvailable, InvalidKey, ReadOnlyError
-from storage import ZarrBackend
+from storage import DataCorrupted, DataKey, DataNotAvailable, InvalidKey, ReadOnlyError, ZarrBackend
 from storage.objects import (
     InvalidObject,
     StoredArrayData,
@@ -39,8 +38,10 @@ from tests.objects.models import (
 from tests.objects.workers import make_ancillary, store_at_once, store_until_killed
 
 
-def read(path: str, name: str) -> bytes:
-    with fsspec.open(f"{path}/{name}", "rb") as f:
+def read(store, path: str, name: str) -> bytes:
+    """A file of a returned ancillary directory (a local path or a URL of the store's scheme)."""
+    opts = getattr(store, "storage_options", {}) if "://" in path else {}
+    with fsspec.open(f"{path}/{name}", "rb", **opts) as f:
         return f.read()
 
 
@@ -55,7 +56,9 @@ class ObjectStoreTests:
         m = Measurement(run_id="r1", name="gain", value=2.5, tags=["pmt"])
         key = store.store_object(m)
         got, path = store.retrieve_object(key)
-        assert got == m and type(got) is Measurement and path is None
+        assert got == m
+        assert type(got) is Measurement
+        assert path is None
         assert store.retrieve_object(key, Measurement)[0] == m
         assert store.has_object(m) == key
         assert store.has_object(Measurement(run_id="r1", name="gain", value=2.6)) is None
@@ -68,7 +71,7 @@ class ObjectStoreTests:
         assert store.store_object(again, make_ancillary(scratch, "second")) == key
         assert state() == before
         _, path = store.retrieve_object(key)
-        assert read(path, "sub/note.txt") == b"first"
+        assert read(store, path, "sub/note.txt") == b"first"
 
     def test_keys_are_unique(self, store):
         keys = {
@@ -83,11 +86,12 @@ class ObjectStoreTests:
         assert store.store_object(better, make_ancillary(scratch, "twenty")) == key
         got, path = store.retrieve_object(key)
         assert got == better
-        assert read(path, "sub/note.txt") == b"twenty"
+        assert read(store, path, "sub/note.txt") == b"twenty"
         worse = SimulationResult(substance="water", temperature=300, samples=5, note="c")
         assert store.store_object(worse, make_ancillary(scratch, "five")) == key
         got, path = store.retrieve_object(key)
-        assert got == better and read(path, "sub/note.txt") == b"twenty"
+        assert got == better
+        assert read(store, path, "sub/note.txt") == b"twenty"
         other = SimulationResult(substance="water", temperature=310, samples=1)
         assert store.store_object(other) != key
 
@@ -99,13 +103,14 @@ class ObjectStoreTests:
         assert store.store_object(tie, make_ancillary(scratch, "newcomer")) == key
         assert state() == before
         got, path = store.retrieve_object(key)
-        assert got.note == "stored" and read(path, "sub/note.txt") == b"stored"
+        assert got.note == "stored"
+        assert read(store, path, "sub/note.txt") == b"stored"
 
     def test_query_base_class_finds_subclasses(self, store):
         a = Measurement(run_id="r1", name="gain", value=1)
         b = DetailedMeasurement(run_id="r1", name="gain", value=2, detail="x")
         c = Measurement(run_id="r2", name="gain", value=3)
-        ka, kb, kc = (store.store_object(o) for o in (a, b, c))
+        ka, kb, _kc = (store.store_object(o) for o in (a, b, c))
         res = store.query(MeasurementQuery(run_id="r1"))
         assert list(res) == [("r1",)]
         assert sorted((k, o) for k, o, _ in res[("r1",)]) == sorted([(ka, a), (kb, b)])
@@ -120,7 +125,8 @@ class ObjectStoreTests:
             for v in (1.0, 2.0):
                 store.store_object(Measurement(run_id=run, name="g", value=v))
         res = store.query(MeasurementQuery(name="g", value=2.0))
-        assert list(res) == [("g", 2.0)] and len(res[("g", 2.0)]) == 2
+        assert list(res) == [("g", 2.0)]
+        assert len(res[("g", 2.0)]) == 2
 
     def test_ancillary_is_copied_not_moved(self, store, scratch):
         src = make_ancillary(scratch, "mine")
@@ -130,8 +136,8 @@ class ObjectStoreTests:
             f.write("changed afterwards")
         _, path = store.retrieve_object(key)
         assert path != src
-        assert read(path, "sub/note.txt") == b"mine"
-        assert read(path, "payload.bin").startswith(b"mine")
+        assert read(store, path, "sub/note.txt") == b"mine"
+        assert read(store, path, "payload.bin").startswith(b"mine")
 
     def test_remove_object(self, store, scratch):
         m = Measurement(run_id="r1", name="a", value=1)
@@ -198,8 +204,12 @@ class ObjectStoreTests:
 
 class FsObjectStoreTests(ObjectStoreTests):
     @pytest.fixture
-    def store(self, url):
-        return ZarrBackend(url, chunk_target_mb=0.25)
+    def storage_options(self):
+        return {}
+
+    @pytest.fixture
+    def store(self, url, storage_options):
+        return ZarrBackend(url, storage_options=storage_options, chunk_target_mb=0.25)
 
     @pytest.fixture
     def state(self, store):
@@ -237,7 +247,7 @@ class FsObjectStoreTests(ObjectStoreTests):
         doc["checksum"] = _checksum(doc)
         store.fs.pipe_file(path, json.dumps(doc).encode())
         before = state()
-        with pytest.raises(UnknownObjectClass, match="'os.system' is not registered"):
+        with pytest.raises(UnknownObjectClass, match=r"'os\.system' is not registered"):
             store.retrieve_object(key)
         assert state() == before
 
@@ -277,18 +287,22 @@ class FsObjectStoreTests(ObjectStoreTests):
         assert len(store.query(MeasurementQuery())[()]) == 1
         assert store.retrieve_object(key)[0].name == "a"
         removed = store.gc_objects(min_age_seconds=0)
-        assert len(removed) == 2 and all(r.endswith(".tmp") for r in removed)
+        assert len(removed) == 2
+        assert all(r.endswith(".tmp") for r in removed)
 
-    def test_readonly(self, url):
-        ro = ZarrBackend(url, readonly=True)
+    def test_readonly(self, url, storage_options):
+        ro = ZarrBackend(url, storage_options=storage_options, readonly=True)
         with pytest.raises(ReadOnlyError):
             ro.store_object(Measurement(run_id="r1", name="a", value=1))
 
     def test_pickled_backend_sees_objects(self, store, scratch):
-        key = store.store_object(Measurement(run_id="r1", name="a", value=1), make_ancillary(scratch, "p"))
+        key = store.store_object(
+            Measurement(run_id="r1", name="a", value=1), make_ancillary(scratch, "p")
+        )
         clone = pickle.loads(pickle.dumps(store))
         got, path = clone.retrieve_object(key)
-        assert got.name == "a" and read(path, "sub/note.txt") == b"p"
+        assert got.name == "a"
+        assert read(store, path, "sub/note.txt") == b"p"
 
     def test_arrays_are_stored_objects(self, store):
         def save(run, threshold, sizes=(10, 5), overwrite=False):
@@ -308,17 +322,29 @@ class FsObjectStoreTests(ObjectStoreTests):
         save("run_2", 3)
         rec = DataKey("run_1", "records", lineage("records"))
         store.saver(store.backend_key(rec), rec, STRAX_DTYPE).save(*make_run([3])).compute()
-        res = store.query(StoredArrayQuery(run_id="run_1", data_type="peaks", options={"threshold": 3}))
+        res = store.query(
+            StoredArrayQuery(run_id="run_1", data_type="peaks", options={"threshold": 3})
+        )
         [(okey, obj, path)] = res[("run_1", "peaks", (("threshold", 3),))]
-        assert isinstance(obj, StoredArrayData) and obj.key == k3 and obj.rows == 15
-        assert obj.plugin == "Peaks" and obj.version == "0.2"
+        assert isinstance(obj, StoredArrayData)
+        assert obj.key == k3
+        assert obj.rows == 15
+        assert obj.plugin == "Peaks"
+        assert obj.version == "0.2"
         # the ancillary directory is the committed Zarr group: zarr opens it without strata
         import zarr
 
-        group = zarr.open_group(store=path if store.protocol == "file" else path, mode="r")
+        group = zarr.open_group(store=path, mode="r")
         assert group.attrs["strata"]["key"]["run_id"] == "run_1"
         assert store.retrieve_object(okey)[0] == obj
-        assert len(store.query(StoredArrayQuery(options={"gain_model": "doc"}))[((("gain_model", "doc"),),)]) == 3
+        assert (
+            len(
+                store.query(StoredArrayQuery(options={"gain_model": "doc"}))[
+                    ((("gain_model", "doc"),),)
+                ]
+            )
+            == 3
+        )
         assert len(store.query(StoredArrayQuery(run_id="run_1"))[("run_1",)]) == 3
         # overwrite updates the object; remove removes it
         save("run_1", 3, sizes=(7,), overwrite=True)
@@ -336,14 +362,16 @@ class FsObjectStoreTests(ObjectStoreTests):
         store.rebuild_object_index()
         assert sum(len(v) for v in store.query(StoredArrayQuery()).values()) == 3
 
-    def test_concurrent_processes(self, url, scratch):
+    def test_concurrent_processes(self, url, storage_options, scratch):
         if url.startswith("memory://"):
             pytest.skip("memory:// is private to a process")
         n = 3
         ctx = mp.get_context("spawn")
         barrier, results = ctx.Barrier(n), ctx.Queue()
         procs = [
-            ctx.Process(target=store_at_once, args=(url, scratch, w, barrier, results))
+            ctx.Process(
+                target=store_at_once, args=(url, storage_options, scratch, w, barrier, results)
+            )
             for w in range(n)
         ]
         for p in procs:
@@ -351,8 +379,8 @@ class FsObjectStoreTests(ObjectStoreTests):
         outs = [results.get(timeout=240) for _ in procs]
         for p in procs:
             p.join(60)
-        assert not [tb for _, _, tb in outs if tb], [tb for _, _, tb in outs if tb][0]
-        store = ZarrBackend(url)
+        assert not [tb for _, _, tb in outs if tb], next(tb for _, _, tb in outs if tb)
+        store = ZarrBackend(url, storage_options=storage_options)
         by_worker = {w: keys for w, keys, _ in outs}
         for i in range(4):  # identical objects met at one key
             assert len({by_worker[w][f"shared{i}"] for w in range(n)}) == 1
@@ -364,27 +392,30 @@ class FsObjectStoreTests(ObjectStoreTests):
             for i in range(6):
                 obj, path = store.retrieve_object(by_worker[w][f"own{i}"])
                 assert (obj.run_id, obj.name) == (f"r{w}", f"m{i}")
-                assert read(path, "sub/note.txt") == f"w{w}_{i}".encode()
+                assert read(store, path, "sub/note.txt") == f"w{w}_{i}".encode()
         for i in range(4):
             _, path = store.retrieve_object(by_worker[0][f"shared{i}"])
-            assert read(path, "sub/note.txt") in {f"s{w}_{i}".encode() for w in range(n)}
+            assert read(store, path, "sub/note.txt") in {f"s{w}_{i}".encode() for w in range(n)}
         sim, _ = store.retrieve_object(by_worker[0]["sim"])
         assert sim.samples in range(1, n + 1)
         # the losers of the exclusive creates removed their uploads
         assert store.gc_objects(min_age_seconds=0) == []
 
-    def test_killed_writer_leaves_no_partial_object(self, url, scratch):
+    def test_killed_writer_leaves_no_partial_object(self, url, storage_options, scratch):
         if url.startswith("memory://"):
             pytest.skip("memory:// is private to a process")
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=store_until_killed, args=(url, scratch, child), daemon=True)
+        p = ctx.Process(
+            target=store_until_killed, args=(url, storage_options, scratch, child), daemon=True
+        )
         p.start()
         for _ in range(4):
             parent.recv()
         p.kill()  # somewhere inside the next store_object
         p.join(60)
-        store = ZarrBackend(url)
+        store = ZarrBackend(url, storage_options=storage_options)
+        store._invalidate(store.path("objects"))
         docs = [
             f for f in store.fs.ls(store.path("objects"), detail=False) if str(f).endswith(".json")
         ]
@@ -392,7 +423,7 @@ class FsObjectStoreTests(ObjectStoreTests):
         for f in docs:  # every visible document is whole and names whole ancillary files
             key = str(f).rsplit("/", 1)[1][: -len(".json")]
             obj, path = store.retrieve_object(key)
-            assert read(path, "payload.bin") == obj.name.replace("n", "c").encode().ljust(
+            assert read(store, path, "payload.bin") == obj.name.replace("n", "c").encode().ljust(
                 1_000_000, b"."
             )
         res = store.query(MeasurementQuery(run_id="crash"))

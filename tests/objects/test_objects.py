@@ -65,7 +65,9 @@ class RemovableDictStore(DictStore):
 class TestThreePrimitives(ObjectStoreTests):
     @pytest.fixture
     def store(self, tmp_path):
-        return RemovableDictStore(str(tmp_path))
+        root = tmp_path / "dictstore"
+        root.mkdir()
+        return RemovableDictStore(str(root))
 
     @pytest.fixture
     def state(self, store):

@@ -20,10 +20,10 @@ def make_ancillary(root: str, name: str, size: int = 1000) -> str:
     return d
 
 
-def store_at_once(url, scratch, worker, barrier, results) -> None:
+def store_at_once(url, options, scratch, worker, barrier, results) -> None:
     """Store own objects, objects every worker stores identically, and a replaceable one."""
     try:
-        backend = ZarrBackend(url)
+        backend = ZarrBackend(url, storage_options=options)
         barrier.wait()
         keys = {}
         for i in range(6):
@@ -39,9 +39,9 @@ def store_at_once(url, scratch, worker, barrier, results) -> None:
         results.put((worker, {}, traceback.format_exc()))
 
 
-def store_until_killed(url, scratch, conn) -> None:
+def store_until_killed(url, options, scratch, conn) -> None:
     """Store objects with 1 MB of ancillary data in a loop, reporting each; never stops."""
-    backend = ZarrBackend(url)
+    backend = ZarrBackend(url, storage_options=options)
     i = 0
     while True:
         anc = make_ancillary(scratch, f"c{i}", size=1_000_000)

@@ -274,7 +274,7 @@ class SSHServer:
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.host_key = self.dir / "host_ed25519"
-        self.client_key = self.dir / "client_ed25519"
+        self.client_key = self.dir / "client_key"
         self.known_hosts = self.dir / "known_hosts"
         self.log = self.dir / "sshd.log"
 
@@ -284,9 +284,10 @@ class SSHServer:
         return os.path.exists(SSHD) and shutil.which("ssh-keygen") is not None
 
     def _keygen(self, path: Path, passphrase: str = "") -> None:
+        # an encrypted key in PKCS#8 (ECDSA): OpenSSH-format encryption would need bcrypt
+        kind = ["-t", "ecdsa", "-m", "PKCS8"] if passphrase else ["-t", "ed25519"]
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "strata-test", "-f",
-             str(path)],
+            ["ssh-keygen", "-q", *kind, "-N", passphrase, "-C", "strata-test", "-f", str(path)],
             check=True,
             stdin=subprocess.DEVNULL,
         )
@@ -297,9 +298,7 @@ class SSHServer:
             raise RuntimeError(f"{SSHD} is missing: run .ci/install-system.sh")
         self._keygen(self.host_key)
         self._keygen(self.client_key, self.passphrase)
-        (self.dir / "authorized_keys").write_text(
-            Path(f"{self.client_key}.pub").read_text()
-        )
+        (self.dir / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
         if os.geteuid() == 0:
             # sshd running as root insists on its privilege-separation directory
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
@@ -353,6 +352,18 @@ LogLevel ERROR
                 return s.recv(4).startswith(b"SSH-")
         except OSError:
             return False
+
+    def drop_connections(self) -> int:
+        """Kill the session processes of this sshd (by pid): clients see their connections
+        drop, while the server keeps accepting new ones. Returns how many were killed.
+        """
+        import psutil
+
+        assert self.proc is not None
+        sessions = psutil.Process(self.proc.pid).children(recursive=True)
+        for p in sessions:
+            os.kill(p.pid, signal.SIGKILL)
+        return len(sessions)
 
     def stop(self) -> None:
         """Stop sshd (by pid) and remove the keys and configuration."""

@@ -70,8 +70,16 @@ def _server_user() -> pwd.struct_passwd | None:
     useradd = shutil.which("useradd")
     if useradd:
         subprocess.run(
-            [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", PG_USER],
+            [
+                useradd,
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                PG_USER,
+            ],
             capture_output=True,
             check=False,
         )
@@ -129,8 +137,18 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         """Create the cluster and start the server; returns when it accepts connections."""
-        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                  "--locale=C", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
         for attempt in range(3):  # a free port can be taken between probe and bind
             self.port = _free_port()
             opts = (
@@ -139,8 +157,9 @@ class PostgresServer:
                 "-c max_connections=200"
             )
             try:
-                self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60",
-                          "-o", opts, "start")
+                self._run(
+                    "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", opts, "start"
+                )
                 break
             except RuntimeError:
                 if attempt == 2:
