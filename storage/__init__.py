@@ -33,11 +33,25 @@ from .objects import (
     StoredArrayQuery,
     UnknownObjectClass,
 )
+from .copy import copy_data
 from .registry import open_backend, open_frontend, register_frontend
+from .remote import (
+    AccessDenied,
+    AuthenticationFailed,
+    BucketNotFound,
+    RemoteStorageError,
+    StorageUnreachable,
+)
 from .saver import Saver
 
 __all__ = [
     "PRESETS",
+    "AccessDenied",
+    "AuthenticationFailed",
+    "BucketNotFound",
+    "RemoteStorageError",
+    "StorageUnreachable",
+    "copy_data",
     "BaseDataQuery",
     "BaseStoredData",
     "InvalidObject",

@@ -41,7 +41,9 @@ MERGE_GROUP = 16
 """Consecutive partitions handled by one merge task."""
 
 # A staged partition: (index, Partition entry, written Segment or None, small data or None)
-_Staged = tuple[int, Partition, Segment | None, np.ndarray | None]
+_Staged = tuple[int, Partition, Segment | None, np.ndarray | None, str]
+# The result of a merge task: entries in order, and when its earliest stage task started
+_Merged = tuple[list[tuple[Partition, Segment | None]], str]
 
 
 def _segment_name(index: int) -> str:
@@ -114,14 +116,18 @@ class Saver(ABC):
         return f"{self.key} partition {index} [{start}, {end})"
 
     def _stage(self, index: int, data: Any, start: int, end: int) -> _Staged:
+        began = now_iso()
         data = check_partition(data, self.dtype, start, end, self._where(index, start, end))
         if len(data) == 0:
-            return index, Partition(start, end, 0, 0, None, 0), None, None
+            return index, Partition(start, end, 0, 0, None, 0), None, None, began
         entry = Partition(start, end, len(data), int(data.nbytes), None, 0)
         if data.nbytes * 2 >= self.chunk_target_bytes:
             seg = self._write_segment(_segment_name(index), data)
-            return index, _with_segment(entry, seg.name, 0), seg, None
-        return index, entry, None, data
+            return index, _with_segment(entry, seg.name, 0), seg, None, began
+        return index, entry, None, data, began
+
+    def _merge_task(self, staged: Sequence[_Staged]) -> _Merged:
+        return self._merge(staged), min(s[4] for s in staged)
 
     def _merge(self, staged: Sequence[_Staged]) -> list[tuple[Partition, Segment | None]]:
         """Write runs of small staged partitions as shared segments."""
@@ -142,7 +148,7 @@ class Saver(ABC):
             run.clear()
 
         pending_bytes = 0
-        for index, entry, seg, data in staged:
+        for index, entry, seg, data, _ in staged:
             if data is None:
                 if entry.rows:  # written on its own: ends a run
                     flush()
@@ -161,9 +167,11 @@ class Saver(ABC):
         flush()
         return out
 
-    def _finish(self, merged: Sequence[Sequence[tuple[Partition, Segment | None]]]) -> Manifest:
-        entries = [e for group in merged for e, _ in group]
-        segments = [s for group in merged for _, s in group if s is not None]
+    def _finish(self, merged: Sequence[_Merged]) -> Manifest:
+        entries = [e for group, _ in merged for e, _ in group]
+        segments = [s for group, _ in merged for _, s in group if s is not None]
+        if merged:
+            self.started = min(began for _, began in merged)  # when writing really began
         return self._committed(self._commit(entries, segments))
 
     def _committed(self, manifest: Manifest) -> Manifest:
@@ -221,7 +229,7 @@ class Saver(ABC):
             stage(self, i, p, s, e, dask_key_name=f"stage-{name}-{self.attempt_token}-{i}")
             for i, (p, (s, e)) in enumerate(zip(parts, intervals, strict=True))
         ]
-        merge = dask.delayed(type(self)._merge, pure=False)
+        merge = dask.delayed(type(self)._merge_task, pure=False)
         merged = [
             merge(
                 self,
@@ -240,9 +248,11 @@ class Saver(ABC):
             raise RuntimeError(f"saver for {self.key} is closed")
         self._check_intervals([(int(start), int(end))], self._last_end)
         staged = self._stage(self._index, data, int(start), int(end))
+        if self._index == 0:
+            self.started = staged[4]
         self._index += 1
         self._last_end = int(end)
-        index, entry, seg, small = staged
+        index, entry, seg, small, _ = staged
         if small is None and entry.rows:
             self._flush_buffer()
             self._entries.append(entry)
@@ -259,7 +269,9 @@ class Saver(ABC):
     def _flush_buffer(self) -> None:
         if not self._buffer:
             return
-        staged: list[_Staged] = [(i, e, None, d if e.rows else None) for i, e, d in self._buffer]
+        staged: list[_Staged] = [
+            (i, e, None, d if e.rows else None, "") for i, e, d in self._buffer
+        ]
         for entry, seg in self._merge(staged):
             self._entries.append(entry)
             if seg is not None:

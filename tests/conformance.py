@@ -294,6 +294,23 @@ class SaverTests:
         assert not backend.exists(backend.backend_key(key))
         assert backend.gc(min_age_seconds=0) == []
 
+    def test_abort_after_commit_keeps_the_data(self, backend):
+        key = _key()
+        parts, intervals = make_run([2000, 10])
+        saver = self._saver(backend, key)
+        saver.save(parts, intervals).compute()
+        saver.abort()  # e.g. a pipeline cleaning up after another type failed
+        got = backend.loader(backend.backend_key(key)).to_numpy()
+        assert got.tobytes() == np.concatenate(parts).tobytes()
+
+    def test_writing_started_is_the_first_write(self, backend):
+        key = _key()
+        parts, intervals = make_run([20])
+        saver = self._saver(backend, key)
+        created = saver.started
+        m = saver.save(parts, intervals).compute()
+        assert created <= m.writing_started <= m.writing_ended
+
     def test_metadata_is_stored(self, backend):
         key = _key()
         parts, intervals = make_run([5])

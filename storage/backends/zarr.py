@@ -150,6 +150,20 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         """The Zarr store rooted at the URL (cached per process)."""
         return self._cached("store", lambda: zarr_store(self.url, self.storage_options))
 
+    def close(self) -> None:
+        """Forget this process's cached filesystem and store for this URL (closing
+        connections where the filesystem can); the next use opens new ones."""
+        with _CACHE_LOCK:
+            items = [k for k in _CACHE if k[1:] == (type(self).__name__, self._token())]
+            objs = [_CACHE.pop(k) for k in items]
+        for obj in objs:
+            closer = getattr(obj, "close", None)
+            if callable(closer):
+                try:
+                    closer()
+                except Exception as e:  # closing is best effort
+                    logger.debug("closing %r: %s", obj, e)
+
     def path(self, *parts: str) -> str:
         """An fsspec path below the root."""
         return "/".join([self.fs_root.rstrip("/"), *parts])
@@ -680,15 +694,24 @@ class ZarrSaver(Saver):
                     f"{self.key} was committed by another saver while this one was writing; "
                     "this attempt was discarded"
                 ) from None
+            except BaseException:
+                self.abort()  # e.g. permission denied: leave nothing behind
+                raise
         b._invalidate(d)
         b._index_array(self.backend_key, manifest)  # as a stored object (FsObjectStore)
         logger.info("committed %s (%d rows, %d segments)", self.key, manifest.rows, len(segments))
         return manifest
 
     def abort(self) -> None:
-        """Remove this attempt's directory (its uncommitted segments)."""
+        """Remove this attempt's directory (its uncommitted segments). Does nothing if this
+        attempt was committed (by this object or a copy of it on a worker)."""
         b = self.backend
         d = f"{b._key_dir(self.backend_key)}/{self.attempt}"
+        try:
+            if b.get_metadata(self.backend_key).attempt == self.attempt:
+                return
+        except (DataNotAvailable, DataCorrupted):
+            pass
         try:
             b._invalidate(d)
             if b.fs.exists(d):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..backends.zarr import ZarrBackend
@@ -12,6 +12,7 @@ from ..codecs import CompressorLike
 from ..errors import DataCorrupted, DataNotAvailable, InvalidKey
 from ..fs import atomic_write, redact_url
 from ..keys import DataKey, lineage_matches, validate_run_id
+from ..lazy import LazyData
 from .base import Entry, Location, StorageFrontend
 
 __all__ = ["DirectoryFrontend"]
@@ -122,6 +123,25 @@ class DirectoryFrontend(StorageFrontend):
             f"{key} is not stored in {self!r}, not even fuzzily "
             f"(fuzzy_for={list(fuzzy_for)}, fuzzy_for_options={list(fuzzy_for_options)})"
         )
+
+    def loader(
+        self,
+        key: DataKey,
+        fields: Sequence[str] | None = None,
+        time_range: tuple[int, int] | None = None,
+        fuzzy_for: Iterable[str] = (),
+        fuzzy_for_options: Iterable[str] = (),
+    ) -> LazyData:
+        """Lazy Dask collections over stored ``key``; an exact key costs one manifest read."""
+        if self.takes(key.data_type):
+            bk = self.backend.backend_key(key)
+            try:
+                m = self.backend.get_metadata(bk)
+            except DataNotAvailable:
+                m = None
+            if m is not None and m.key == key:
+                return self.backend.loader_from_manifest(bk, m, fields=fields, time_range=time_range)
+        return super().loader(key, fields, time_range, fuzzy_for, fuzzy_for_options)
 
     def _list(self, run_id: str | None) -> list[Entry]:
         out = []

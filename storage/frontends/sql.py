@@ -350,7 +350,8 @@ def _make_engine(db_url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    # few idle connections per process: a cluster has many worker processes
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=8)
 
 
 def _engine(db_url: str) -> Engine:

@@ -11,7 +11,10 @@ PUT on object stores), so a crash never leaves a truncated document visible. A n
 created with an exclusive create, so of two processes storing the same object one writes it
 and the other finds it. Ancillary files are uploaded into a fresh attempt directory *before*
 the document that names it, so a document never names missing files; a replacement writes a
-new attempt and removes the old one after the new document is in place.
+new attempt and removes the old one after the new document is in place. Two processes that
+replace the same :class:`~storage.objects.base.ReplaceableData` at the same moment are not
+serialised (object stores offer no compare-and-swap): the last document written wins, and the
+other's attempt directory is left for :meth:`FsObjectStore.gc_objects`.
 
 The index holds one small file per object under directories named after the values of the
 class's ``index_fields`` (e.g. ``run_id`` and ``data_type``). Writers never share a file, so

@@ -43,3 +43,30 @@ def test_default_data_directory(tmp_path, monkeypatch):
     assert fe.backends["data"].url == str(tmp_path / "catalog_data")
     with pytest.raises(ValueError, match="data_url= or backends="):
         SQLFrontend("sqlite://")
+
+
+def test_context_and_cli_with_a_sqlite_url(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from pipeline import Context
+    from pipeline.cli import main
+    from storage import StoredArrayQuery
+    from tests.pipeline import toys
+
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///catalog.db"
+    ctx = Context(storage=[url], register=toys.TOYS)
+    ctx.storage[0].write_run_metadata("r1", {"calibration": {"gain": 2.0}})
+    ctx.make("r1", "doubled")
+    fe = SQLFrontend(url)
+    assert sorted(e.key.data_type for e in fe.list("r1")) == ["doubled", "ticks"]
+    again = Context(storage=[url], register=toys.TOYS)
+    assert again.is_stored("r1", "doubled")
+    assert again.get_array("r1", "doubled").tobytes() == ctx.get_array("r1", "doubled").tobytes()
+    assert set(fe.query(StoredArrayQuery(run_id="r1"))) == {("r1",)}
+    ls = CliRunner().invoke(main, ["ls", "-s", url])
+    assert ls.exit_code == 0, ls.output
+    assert "doubled" in ls.output
+    runs = CliRunner().invoke(main, ["runs", "-s", url])
+    assert runs.exit_code == 0, runs.output
+    assert "r1" in runs.output
