@@ -6,6 +6,11 @@ Every command takes ``--storage`` (repeatable; default ``./strata_data``, or the
     strata demo                       # simulate 3 runs, make peak_basics, summary table, plot
     strata ls                         # what is stored
     strata info demo_000 peak_basics  # key, lineage, fields, stored copies
+
+``make``, ``copy`` and ``demo`` run on an existing Dask cluster with ``--scheduler
+tcp://HOST:8786`` (or the ``DASK_SCHEDULER_ADDRESS`` environment variable) or
+``--scheduler-file PATH``: the workers read and write the storage directly, the command holds
+only metadata, shows the progress of the remote tasks and prints the dashboard link.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from rich.progress import (
 from rich.table import Table
 
 from storage import DirectoryFrontend, Entry, StorageError, StorageFrontend, open_frontend
+from storage.codecs import PRESETS
 
 from .context import Context
 from .errors import PipelineError
@@ -139,10 +145,77 @@ def _parse_config(items: Sequence[str]) -> dict[str, Any]:
     return config
 
 
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+
+def _cluster_options(default: str | None, help: str) -> Callable[..., Any]:
+    """``--scheduler`` (also from ``DASK_SCHEDULER_ADDRESS``) and ``--scheduler-file``."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option(
+            "--scheduler-file",
+            "scheduler_file",
+            default=None,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Connect to the Dask scheduler described in this file (as written by "
+            "`dask scheduler --scheduler-file`); wins over DASK_SCHEDULER_ADDRESS.",
+        )(f)
+        return click.option(
+            "--scheduler",
+            default=default,
+            show_default=default is not None,
+            envvar=SCHEDULER_ENV,
+            show_envvar=True,
+            help=help,
+        )(f)
+
+    return decorate
+
+
+def _scheduler_choice(
+    scheduler: str | None, scheduler_file: Path | None
+) -> tuple[str | None, Path | None]:
+    """``(scheduler, scheduler_file)`` with at most one set: the file wins over an address
+    from the environment; both on the command line is a usage error.
+    """
+    if scheduler_file is None:
+        return scheduler, None
+    source = click.get_current_context().get_parameter_source("scheduler")
+    if source is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("give --scheduler or --scheduler-file, not both")
+    return None, scheduler_file
+
+
+def _dashboard_link(client: Any) -> str | None:
+    """The scheduler's dashboard URL, or ``None`` if it serves none (no bokeh there)."""
+    try:
+        link = client.dashboard_link
+    except (KeyError, AttributeError, OSError):
+        return None
+    return str(link) if link else None
+
+
+def _cluster_banner(client: Any) -> None:
+    """Say which cluster the work runs on, how big it is and where its dashboard is."""
+    nthreads = client.nthreads()
+    _say(
+        f"Dask cluster {client.scheduler.address}: {len(nthreads)} worker(s), "
+        f"{sum(nthreads.values())} thread(s)"
+    )
+    if not nthreads:
+        _say("the cluster has no workers yet: tasks wait until workers join")
+    link = _dashboard_link(client)
+    _say(f"dashboard: {link}" if link else "dashboard: none (the scheduler serves no dashboard)")
+
+
 @contextmanager
-def _dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
-    """``None`` for ``threads``; a client of ``scheduler``; else a local process cluster."""
-    if scheduler == "threads":
+def _dask_client(
+    scheduler: str | None, workers: int, scheduler_file: Path | None = None
+) -> Iterator[Any]:
+    """``None`` for ``threads``; a client of the scheduler at ``scheduler`` or described in
+    ``scheduler_file``; else a local process cluster of ``workers`` processes.
+    """
+    if scheduler_file is None and scheduler == "threads":
         yield None
         return
     from distributed import Client, LocalCluster
@@ -151,8 +224,13 @@ def _dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
         # Importing distributed configures its loggers; a local cluster's scheduler runs in
         # this process and its routine messages are noise on a terminal.
         logging.getLogger("distributed").setLevel(logging.ERROR)
-    if scheduler:
-        with Client(scheduler) as client:
+    if scheduler_file is not None or scheduler:
+        if scheduler_file is not None:
+            remote = Client(scheduler_file=str(scheduler_file))
+        else:
+            remote = Client(address=scheduler)
+        with remote as client:
+            _cluster_banner(client)
             yield client
         return
     with (
@@ -301,10 +379,9 @@ def main(verbose: int) -> None:
     type=click.IntRange(1),
     help="Local worker processes.",
 )
-@click.option(
-    "--scheduler",
-    default=None,
-    help="Address of a running Dask scheduler, or 'threads' for no cluster "
+@_cluster_options(
+    None,
+    "Address of a running Dask scheduler, or 'threads' for no cluster "
     "(default: a local cluster of --workers processes).",
 )
 @click.option(
@@ -323,6 +400,7 @@ def demo(
     seed: int,
     workers: int,
     scheduler: str | None,
+    scheduler_file: Path | None,
     plot_path: Path,
 ) -> None:
     """Simulate detector runs and make `peak_basics` for them on a local Dask cluster.
@@ -343,7 +421,8 @@ def demo(
         )
         frontends[0].write_run_metadata(run, doc)
     _say(f"Run metadata written for {len(run_ids)} run(s) ({size}) in {frontends[0]!r}")
-    with _dask_client(scheduler, workers) as client:
+    scheduler, scheduler_file = _scheduler_choice(scheduler, scheduler_file)
+    with _dask_client(scheduler, workers, scheduler_file) as client:
         where = "threads" if client is None else f"Dask cluster {client.scheduler.address}"
         _say(f"Computing on {where}")
         ctx = Context(storage=frontends, register=PLUGINS, config={"seed": seed}, client=client)
@@ -414,12 +493,7 @@ def _plot_spectrum(arr: Any, path: Path, n_runs: int) -> None:
 @_storage_option
 @click.option("--config", "-c", "config", multiple=True, help="option=value (JSON), repeatable.")
 @click.option("--save", multiple=True, help="Also save this data type (repeatable).")
-@click.option(
-    "--scheduler",
-    default="threads",
-    show_default=True,
-    help="Address of a Dask scheduler (tcp://host:8786), or 'threads'.",
-)
+@_cluster_options("threads", "Address of a Dask scheduler (tcp://host:8786), or 'threads'.")
 @_errors
 def make(
     run_id: str,
@@ -429,10 +503,17 @@ def make(
     config: tuple[str, ...],
     save: tuple[str, ...],
     scheduler: str,
+    scheduler_file: Path | None,
 ) -> None:
-    """Make TARGET for RUN_ID (compute what is missing, save it) and list what is stored."""
+    """Make TARGET for RUN_ID (compute what is missing, save it) and list what is stored.
+
+    On a Dask cluster (--scheduler, DASK_SCHEDULER_ADDRESS or --scheduler-file) the workers
+    compute, write and commit; the workers must be able to import the plugins and reach the
+    storage URLs.
+    """
     plugins = load_plugins(plugin_specs)
-    with _dask_client(scheduler, 1) as client:
+    sched, sched_file = _scheduler_choice(scheduler, scheduler_file)
+    with _dask_client(sched, 1, sched_file) as client:
         ctx = Context(
             storage=list(storage), register=plugins, config=_parse_config(config), client=client
         )
@@ -578,3 +659,86 @@ def gc(storage: tuple[str, ...], min_age: float, dry_run: bool) -> None:
         _say(f"{fe!r}: {verb} {len(removed)} leftover attempt(s)")
         for path in removed:
             _say(f"  {path}")
+
+
+@main.command(name="copy")
+@click.argument("run_id")
+@click.argument("target")
+@click.option(
+    "--to",
+    "to_url",
+    required=True,
+    help="Storage URL or path to copy to (local, s3://, ssh://, sqlite://, ...).",
+)
+@click.option(
+    "--compressor",
+    default=None,
+    help=f"Recompress with this preset ({', '.join(PRESETS)}); default: the destination's.",
+)
+@click.option(
+    "--rechunk-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Rechunk to chunks of about this many MiB (uncompressed); default: the destination's.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the copy if TO already stores it.")
+@click.option(
+    "--plugins",
+    "-p",
+    "plugin_specs",
+    multiple=True,
+    default=(DEMO_PLUGINS,),
+    show_default=True,
+    help="module:attr of the plugins that define TARGET (repeatable).",
+)
+@_storage_option
+@click.option("--config", "-c", "config", multiple=True, help="option=value (JSON), repeatable.")
+@_cluster_options("threads", "Address of a Dask scheduler (tcp://host:8786), or 'threads'.")
+@_errors
+def copy_command(
+    run_id: str,
+    target: str,
+    to_url: str,
+    compressor: str | None,
+    rechunk_mb: float | None,
+    overwrite: bool,
+    plugin_specs: tuple[str, ...],
+    storage: tuple[str, ...],
+    config: tuple[str, ...],
+    scheduler: str,
+    scheduler_file: Path | None,
+) -> None:
+    """Copy stored TARGET of RUN_ID from --storage to --to, verified partition by partition.
+
+    Nothing is computed: the data is read from the first --storage that has it, optionally
+    recompressed and rechunked, committed at the destination like any save, and read back and
+    compared (sha256 of every partition). On a Dask cluster the workers read and write both
+    stores directly.
+    """
+    plugins = load_plugins(plugin_specs)
+    dest = open_frontend(to_url)
+    sched, sched_file = _scheduler_choice(scheduler, scheduler_file)
+    with _dask_client(sched, 1, sched_file) as client:
+        ctx = Context(
+            storage=list(storage), register=plugins, config=_parse_config(config), client=client
+        )
+        key = ctx.key_for(run_id, target)
+        if dest.is_stored(key) and not overwrite:
+            _say(f"{key} is already stored in {dest!r}; nothing to do (--overwrite replaces it)")
+            return
+        with _progress_bar(f"copying {target}") as progress:
+            m = ctx.copy_to_frontend(
+                run_id,
+                target,
+                dest,
+                progress=progress,
+                compressor=compressor,
+                rechunk_mb=rechunk_mb,
+                overwrite=overwrite,
+            )
+    codecs = [c.get("name", "?") for c in next(iter(m.arrays.values()), {}).get("codecs", [])]
+    _say(
+        f"copied {key} to {dest!r}: {m.rows:,} rows in {len(m.partitions)} partition(s), "
+        f"{len(m.segments)} segment(s), codecs {' > '.join(codecs)}; verified (sha256 per "
+        "partition)"
+    )

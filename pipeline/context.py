@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from storage import DataKey, DataNotAvailable, Manifest, StorageFrontend, open_frontend
+from storage import (
+    DataExistsError,
+    DataKey,
+    DataNotAvailable,
+    Manifest,
+    StorageFrontend,
+    open_frontend,
+)
+from storage.codecs import CompressorLike
+from storage.copy import copy_data
 from storage.keys import Lineage
 
 from .build import GraphBuilder, SaveTask, _assemble, _concat, select_dtype
@@ -34,7 +43,7 @@ from .errors import (
     PipelineError,
     PluginDefinitionError,
 )
-from .execute import Progress, run_graph
+from .execute import Progress, active_client, run_graph
 from .lineage import RunPlugins, unknown_data_type
 from .options import MISSING
 from .plugin import Plugin, as_tuple, plugins_in
@@ -57,6 +66,28 @@ CONTEXT_OPTIONS: dict[str, str] = {
 
 RunIds = str | Sequence[str]
 Targets = str | Sequence[str]
+
+T = TypeVar("T")
+
+LOST_RACE_RETRIES = 3
+"""How often a make or read is redone after another saver committed one of its keys first."""
+
+
+def _retry_lost_race(attempt: Callable[[], T]) -> T:
+    """``attempt()``, redone if it fails because another process committed a key it was
+    saving (``DataExistsError``): the next attempt loads what is now stored.
+
+    On a cluster the executor already treats a lost commit race as success; on threads the
+    graph stops at the first error, so the outputs are made again from the stored data.
+    """
+    for i in range(LOST_RACE_RETRIES):
+        try:
+            return attempt()
+        except DataExistsError as e:
+            if i == LOST_RACE_RETRIES - 1:
+                raise
+            logger.info("another saver committed first (%s); loading the stored data", e)
+    raise AssertionError("unreachable")
 
 
 def _run_ids(run_id: RunIds) -> list[str]:
@@ -304,19 +335,24 @@ class Context:
         """
         ts = self._check_targets(targets, merge=False)
         save_ts = as_tuple(save)
-        outputs: list[Any] = []
-        save_tasks: list[SaveTask] = []
-        units: list[Any] = []
-        for run in _run_ids(run_id):
-            b = self._builder(run, ts, save_ts)
-            for t in ts:
-                s = b.stream(t)
-                saved = any(task.saver.key == s.key for task in b.save_tasks)
-                if s.loaded_from is None and not saved:
-                    outputs.extend(b.row_counts(t))  # compute it anyway, return little
-            save_tasks.extend(b.save_tasks)
-            units.extend(b.units)
-        run_graph(outputs, save_tasks, units, client=self.client, progress=progress)
+        runs = _run_ids(run_id)
+
+        def attempt() -> None:
+            outputs: list[Any] = []
+            save_tasks: list[SaveTask] = []
+            units: list[Any] = []
+            for run in runs:
+                b = self._builder(run, ts, save_ts)
+                for t in ts:
+                    s = b.stream(t)
+                    saved = any(task.saver.key == s.key for task in b.save_tasks)
+                    if s.loaded_from is None and not saved:
+                        outputs.extend(b.row_counts(t))  # compute it anyway, return little
+                save_tasks.extend(b.save_tasks)
+                units.extend(b.units)
+            run_graph(outputs, save_tasks, units, client=self.client, progress=progress)
+
+        _retry_lost_race(attempt)
 
     # -- reading ----------------------------------------------------------------------------
     def _stored_lazy(
@@ -386,20 +422,24 @@ class Context:
 
         ts = self._check_targets(targets)
         save_ts = as_tuple(save)
-        outputs: list[Any] = []
-        save_tasks: list[SaveTask] = []
-        units: list[Any] = []
-        for run in run_ids:
-            b = self._builder(run, ts, save_ts, allow_save=time_range is None)
-            lazy = self._stored_lazy(b, ts, fields, time_range)
-            if lazy is not None:
-                outputs.append(lazy)
-                continue
-            parts, dtype = b.output(ts, fields, time_range)
-            outputs.append(dask.delayed(_concat)(parts, dtype))
-            save_tasks.extend(b.save_tasks)
-            units.extend(b.units)
-        return run_graph(outputs, save_tasks, units, client=self.client, progress=progress)
+
+        def attempt() -> list[np.ndarray]:
+            outputs: list[Any] = []
+            save_tasks: list[SaveTask] = []
+            units: list[Any] = []
+            for run in run_ids:
+                b = self._builder(run, ts, save_ts, allow_save=time_range is None)
+                lazy = self._stored_lazy(b, ts, fields, time_range)
+                if lazy is not None:
+                    outputs.append(lazy)
+                    continue
+                parts, dtype = b.output(ts, fields, time_range)
+                outputs.append(dask.delayed(_concat)(parts, dtype))
+                save_tasks.extend(b.save_tasks)
+                units.extend(b.units)
+            return run_graph(outputs, save_tasks, units, client=self.client, progress=progress)
+
+        return _retry_lost_race(attempt)
 
     def get_array(
         self,
@@ -610,35 +650,52 @@ class Context:
         target: str,
         frontend: StorageFrontend | str | int,
         progress: Progress | None = None,
+        *,
+        compressor: CompressorLike = None,
+        rechunk_mb: float | None = None,
+        overwrite: bool = False,
     ) -> Manifest:
         """Copy stored ``target`` of ``run_id`` to ``frontend`` (a frontend, URL or index
         into :attr:`storage`), keeping its key, partitions and metadata.
 
-        Loads from the first other frontend that stores it; nothing is computed. Returns the
-        manifest at the destination (at once, if it is already stored there).
+        Loads from the first other frontend that stores it; nothing is computed. The copy is
+        made by :func:`storage.copy.copy_data` (on this context's client, if any): optionally
+        recompressed (``compressor``, e.g. ``"zstd"``) and rechunked (``rechunk_mb``), committed
+        like any save and verified against the source by a sha256 of every partition. Returns
+        the manifest at the destination (at once, if it is stored there and ``overwrite`` is
+        false). ``progress(done, total)`` counts the copy as one unit.
         """
         self._check_targets(target)
         dest = self.storage[frontend] if isinstance(frontend, int) else open_frontend(frontend)
         plugins = self._plugins_for(run_id)
         key = plugins.key(target)
-        if dest.is_stored(key):
+        if not overwrite and dest.is_stored(key):
             logger.info("%s is already stored in %r", key, dest)
+            if progress is not None:
+                progress(1, 1)
             return dest.get_metadata(key)
         sources = [fe for fe in self.storage if fe is not dest and fe != dest]
-        b = GraphBuilder(plugins, sources)
-        found = b.find(target)
+        found = GraphBuilder(plugins, sources).find(target)
         if found is None:
             raise DataNotAvailable(
                 f"cannot copy {key}: it is not stored in any other frontend "
                 f"({', '.join(map(repr, sources)) or 'none'})"
             )
-        fe, stored = found
-        stream = b.load(target, fe, stored)
-        metadata = fe.get_metadata(stored).metadata
-        saver = dest.saver(stored, stream.dtype, metadata=dict(metadata))
-        task = SaveTask(saver, dest, saver.save(stream.parts, stream.intervals))
-        run_graph([], [task], [task.sink], client=self.client, progress=progress)
-        return dest.get_metadata(stored)
+        source, stored = found
+        if progress is not None:
+            progress(0, 1)
+        manifest = copy_data(
+            source,
+            dest,
+            stored,
+            compressor=compressor,
+            rechunk_mb=rechunk_mb,
+            client=active_client(self.client),
+            overwrite=overwrite,
+        )
+        if progress is not None:
+            progress(1, 1)
+        return manifest
 
 
 def _merge_blocks(*blocks: np.ndarray, names: list[str], out_dtype: np.dtype[Any]) -> np.ndarray:

@@ -4,6 +4,12 @@ Saver sinks and requested outputs are computed in one call so shared work is don
 task fails, every task already running is allowed to finish (so no save is half-way through a
 commit), then the saves that did not commit are aborted and the error is raised. Progress is
 reported in *units*: the compute task of each partition and the commit of each save.
+
+On a cluster the workers compute, write and commit; the client receives only the values of
+``outputs`` and the committed manifests (small metadata), never the partitions that are saved.
+Progress futures are released as soon as they finish, so they do not pin partitions in worker
+memory. A save that loses the commit race to another saver of the same key (``DataExistsError``
+on a cluster, where the key is then committed) is not an error: the data is stored.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from storage import DataExistsError
 
 from .build import SaveTask
 
@@ -165,25 +173,54 @@ def _run_distributed(
     n = len(collections)
     unit_list = list(units) if progress is not None else []
     futures = client.compute([*collections, *unit_list])
-    main, unit_futures = futures[:n], futures[n:]
-    del futures  # unit futures are released as they finish, not pinned by this list
+    main = futures[:n]
+    if progress is not None:
+        counter = as_completed(futures[n:])
+        total = counter.count()
+    del futures  # from here on only `counter` holds the unit futures: each is released as it
+    # finishes, so no partition stays pinned in worker memory for the progress bar's sake
     try:
         if progress is not None:
-            total = len(unit_futures)
             progress(0, total)
-            done = 0
-            for _ in as_completed(unit_futures):
-                done += 1
+            for done, _ in enumerate(counter, 1):
                 progress(done, total)
-            del unit_futures  # release the partitions they hold
         wait(main)
     except BaseException:
         client.cancel(main)
         _abort_uncommitted(save_tasks)
         raise
-    failed = [f for f in main if f.status != "finished"]
+    first_sink = n - len(save_tasks)
+    values: dict[int, Any] = {}
+    failed: list[Any] = []
+    for i, f in enumerate(main):
+        if f.status == "finished":
+            continue
+        if i >= first_sink and _lost_commit_race(f, save_tasks[i - first_sink]):
+            t = save_tasks[i - first_sink]
+            values[i] = t.frontend.get_metadata(t.saver.key)
+            continue
+        failed.append(f)
     if failed:
         _abort_uncommitted(save_tasks)
         failed[0].result()  # raises the task's exception
         raise RuntimeError(f"{failed[0].key} ended with status {failed[0].status}")
-    return list(client.gather(main))
+    todo = [i for i in range(n) if i not in values]
+    for i, value in zip(todo, client.gather([main[i] for i in todo]), strict=True):
+        values[i] = value
+    return [values[i] for i in range(n)]
+
+
+def _lost_commit_race(future: Any, task: SaveTask) -> bool:
+    """Whether ``future`` (a save's sink) failed only because another saver committed the key
+    first, which leaves the data stored: nothing is lost and nothing needs doing.
+    """
+    if future.status != "error" or not isinstance(future.exception(), DataExistsError):
+        return False
+    try:
+        stored = task.frontend.is_stored(task.saver.key)
+    except Exception as e:  # an unreachable store: report the original error
+        logger.warning("could not check whether %s is stored: %s", task.saver.key, e)
+        return False
+    if stored:
+        logger.info("%s was committed by another saver meanwhile; using that", task.saver.key)
+    return stored

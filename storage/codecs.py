@@ -18,7 +18,7 @@ import numcodecs
 from zarr.abc.codec import BytesBytesCodec
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
 
-__all__ = ["PRESETS", "CompressorLike", "codec_chain", "compressors"]
+__all__ = ["DEFAULT_PRESET", "PRESETS", "CompressorLike", "codec_chain", "compressors"]
 
 CompressorLike: TypeAlias = str | BytesBytesCodec | numcodecs.abc.Codec | Sequence[Any] | None
 
@@ -26,11 +26,17 @@ PRESETS = {
     "zstd": "zstd, level 3",
     "zstd-N": "zstd at level N (1..22)",
     "lz4": "lz4 (numcodecs)",
-    "blosc": "blosc with zstd level 3 and byte shuffle (the default)",
+    "blosc": "blosc with zstd level 1 in 1 MiB blocks and byte shuffle (the default)",
     "blosc-lz4": "blosc with lz4 level 5 and byte shuffle",
     "blosc-zstd-N": "blosc with zstd level N and byte shuffle",
     "none": "no compression (the crc32c checksum stays)",
 }
+
+DEFAULT_PRESET = "blosc"
+"""The preset used when no compressor is given."""
+
+BLOSC_BLOCKSIZE = 2**20
+"""Block size (bytes) of the ``blosc`` preset."""
 
 
 def _numcodecs_to_zarr(codec: numcodecs.abc.Codec) -> BytesBytesCodec:
@@ -65,7 +71,10 @@ def _preset(name: str) -> list[BytesBytesCodec]:
     if n == "lz4":
         return [_numcodecs_to_zarr(numcodecs.LZ4())]
     if n in ("blosc", "blosc-zstd"):
-        return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
+        # blosc's clevel 1 is zstd level 1 (its clevel 3 is zstd level 5: 4x slower to write,
+        # no smaller); 1 MiB blocks compress better than blosc's automatic ~64 KiB and decode
+        # faster. See `strata bench`.
+        return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", blocksize=BLOSC_BLOCKSIZE)]
     if n == "blosc-lz4":
         return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
     m = re.fullmatch(r"(blosc-)?zstd-(\d+)", n)
@@ -79,10 +88,10 @@ def _preset(name: str) -> list[BytesBytesCodec]:
 
 def compressors(spec: CompressorLike) -> list[BytesBytesCodec]:
     """The bytes-to-bytes codecs for ``spec``: a preset name, a zarr codec, a numcodecs codec,
-    or a list of those. ``None`` means the default preset (``"blosc"``).
+    or a list of those. ``None`` means the default preset (:data:`DEFAULT_PRESET`).
     """
     if spec is None:
-        return _preset("blosc")
+        return _preset(DEFAULT_PRESET)
     if isinstance(spec, str):
         return _preset(spec)
     if isinstance(spec, BytesBytesCodec):

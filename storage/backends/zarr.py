@@ -689,6 +689,12 @@ class ZarrSaver(Saver):
             try:
                 exclusive_write(b.fs, path, raw)
             except FileExistsError:
+                mine = self._already_committed()
+                if mine is not None:
+                    # A rerun of this attempt's commit task (its worker died after writing
+                    # the manifest): the commit stands; finish it (the index is idempotent).
+                    b._index_array(self.backend_key, mine)
+                    return mine
                 self.abort()
                 raise DataExistsError(
                     f"{self.key} was committed by another saver while this one was writing; "
@@ -701,6 +707,16 @@ class ZarrSaver(Saver):
         b._index_array(self.backend_key, manifest)  # as a stored object (FsObjectStore)
         logger.info("committed %s (%d rows, %d segments)", self.key, manifest.rows, len(segments))
         return manifest
+
+    def _already_committed(self) -> Manifest | None:
+        """The committed manifest if it commits this very attempt, else ``None``."""
+        b = self.backend
+        b._invalidate(b._key_dir(self.backend_key))
+        try:
+            m = b.get_metadata(self.backend_key)
+        except (DataNotAvailable, DataCorrupted):
+            return None
+        return m if m.attempt == self.attempt else None
 
     def abort(self) -> None:
         """Remove this attempt's directory (its uncommitted segments). Does nothing if this

@@ -100,7 +100,7 @@ SCHEMA_VERSION = 1
 """Version of the catalog tables; stored in ``strata_info`` under ``schema_version``."""
 
 _RETRIES = 8
-_BATCH = 200  # keys per IN (...) of find_several
+_BATCH = 256  # keys per statement of find_several
 _PG_INIT_LOCK = 0x5354_5241_5441  # advisory lock id for schema creation ("STRATA")
 
 T = TypeVar("T")
@@ -219,18 +219,13 @@ def lineage_rows(lineage: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list
 # -- prepared statements (built once: building SQLAlchemy expressions costs more than the
 # indexed lookups they describe) ----------------------------------------------------------
 @functools.cache
-def _exact_statement(single: bool) -> Any:
+def _exact_statement() -> Any:
     e, loc = entries_table, locations_table
-    if single:
-        where = sa.and_(
-            e.c.run_id == bindparam("run_id"),
-            e.c.data_type == bindparam("data_type"),
-            e.c.lineage_hash == bindparam("hash"),
-        )
-    else:
-        where = tuple_(e.c.run_id, e.c.data_type, e.c.lineage_hash).in_(
-            bindparam("keys", expanding=True)
-        )
+    where = sa.and_(
+        e.c.run_id == bindparam("run_id"),
+        e.c.data_type == bindparam("data_type"),
+        e.c.lineage_hash == bindparam("hash"),
+    )
     return (
         select(
             e.c.id,
@@ -243,6 +238,44 @@ def _exact_statement(single: bool) -> Any:
         )
         .join(loc, loc.c.entry_id == e.c.id)
         .where(where, e.c.state == "committed")
+    )
+
+
+@functools.cache
+def _exact_many_statement(size: int) -> Any:
+    """``size`` exact lookups in one statement: the wanted keys as a ``VALUES`` table joined to
+    the entries, so each is one probe of the unique index (SQLite does not plan a row-value
+    ``IN`` list as index probes). Parameters ``r<i>``, ``t<i>``, ``h<i>``.
+    """
+    e, loc = entries_table, locations_table
+    w = (
+        sa.values(
+            sa.column("run_id", String),
+            sa.column("data_type", String),
+            sa.column("lineage_hash", String),
+            name="wanted",
+        )
+        .data([(bindparam(f"r{i}"), bindparam(f"t{i}"), bindparam(f"h{i}")) for i in range(size)])
+        .cte("wanted")
+    )
+    on = sa.and_(
+        e.c.run_id == w.c.run_id,
+        e.c.data_type == w.c.data_type,
+        e.c.lineage_hash == w.c.lineage_hash,
+    )
+    return (
+        select(
+            e.c.id,
+            e.c.run_id,
+            e.c.data_type,
+            e.c.lineage_hash,
+            e.c.lineage,
+            loc.c.backend,
+            loc.c.backend_key,
+        )
+        .select_from(w.join(e, on))
+        .join(loc, loc.c.entry_id == e.c.id)
+        .where(e.c.state == "committed")
     )
 
 
@@ -637,33 +670,45 @@ class SQLFrontend(StorageFrontend):
     # -- find -------------------------------------------------------------------------------
     def _exact_rows(
         self, conn: Connection, keys: Sequence[DataKey]
-    ) -> dict[str, tuple[int, list[tuple[str, str]]]]:
-        """``{str(key): (entry id, [(backend, backend_key)])}`` for keys registered exactly."""
-        out: dict[str, tuple[int, list[tuple[str, str]]]] = {}
-        # (the lineage's canonical JSON and hash are computed once per key: they cost more
-        # than the database lookup)
-        ids = []
-        wanted = {}
+    ) -> list[tuple[int, list[tuple[str, str]]] | None]:
+        """Per key, ``(entry id, [(backend, backend_key), ...])`` if it is registered exactly,
+        else ``None``.
+        """
+        # the lineage's canonical JSON and hash are computed once per key: in Python they
+        # cost more than the indexed lookup itself
+        ids, names, wanted = [], [], {}
         for k in keys:
             lin = canonical_json(k.lineage)
             h = _hash_of(lin)
             ids.append((k.run_id, k.data_type, h))
-            wanted[f"{k.run_id}-{k.data_type}-{h}"] = lin
-        for i in range(0, len(ids), _BATCH):
-            chunk = ids[i : i + _BATCH]
+            names.append(f"{k.run_id}-{k.data_type}-{h}")
+            wanted[names[-1]] = lin
+        found: dict[str, tuple[int, list[tuple[str, str]]]] = {}
+        unique = list(dict.fromkeys(ids))
+        for i in range(0, len(unique), _BATCH):
+            chunk = unique[i : i + _BATCH]
             if len(chunk) == 1:
                 run_id, data_type, h = chunk[0]
                 params: dict[str, Any] = {"run_id": run_id, "data_type": data_type, "hash": h}
-                result = conn.execute(_exact_statement(True), params)
+                result = conn.execute(_exact_statement(), params)
             else:
-                result = conn.execute(_exact_statement(False), {"keys": chunk})
+                size = 1 << (len(chunk) - 1).bit_length()  # few statement shapes, all cached
+                padded = chunk + [chunk[-1]] * (size - len(chunk))
+                flat = {
+                    f"{c}{j}": v
+                    for j, row in enumerate(padded)
+                    for c, v in zip("rth", row, strict=True)
+                }
+                result = conn.execute(_exact_many_statement(size), flat)
             for r in result:
                 s = f"{r.run_id}-{r.data_type}-{r.lineage_hash}"
                 if wanted.get(s) != r.lineage:  # a hash collision, or a damaged row
                     logger.warning("catalog row %s does not hold the lineage its hash says", s)
                     continue
-                out.setdefault(s, (r.id, []))[1].append((r.backend, r.backend_key))
-        return out
+                locs = found.setdefault(s, (r.id, []))[1]
+                if (r.backend, r.backend_key) not in locs:  # padding repeats a key
+                    locs.append((r.backend, r.backend_key))
+        return [found.get(n) for n in names]
 
     def _fuzzy_rows(
         self,
@@ -728,7 +773,7 @@ class SQLFrontend(StorageFrontend):
         exact = self._run(lambda conn: self._exact_rows(conn, keys))
         left = []
         for i, k in enumerate(keys):
-            hit = exact.get(str(k)) if exact else None
+            hit = exact[i]
             loc = None if hit is None else self._choose(k, hit[1])
             if loc is not None:
                 out[i] = (loc, k)
@@ -784,7 +829,7 @@ class SQLFrontend(StorageFrontend):
 
     def locations(self, key: DataKey) -> list[Location]:
         """Every registered location of exactly ``key``, in backend order (unverified)."""
-        hit = self._run(lambda c: self._exact_rows(c, [key])).get(str(key))
+        hit = self._run(lambda c: self._exact_rows(c, [key]))[0]
         if hit is None:
             return []
         by_name = dict(hit[1])
@@ -1013,7 +1058,7 @@ class SQLFrontend(StorageFrontend):
         gone: list[tuple[str, str]] = []
 
         def unregister(conn: Connection) -> None:
-            hit = self._exact_rows(conn, [key]).get(str(key))
+            hit = self._exact_rows(conn, [key])[0]
             if hit is None:
                 raise DataNotAvailable(f"{key} is not stored in {self!r}")
             eid, locs = hit

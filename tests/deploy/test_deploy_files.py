@@ -352,14 +352,13 @@ def all_dask_lines() -> list[tuple[str, list[str]]]:
 
 def containers_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The containers of a DaskCluster (scheduler and workers) or a Job/Pod."""
-    if doc.get("kind") == "DaskCluster":
-        spec = doc["spec"]
-        return [*spec["scheduler"]["spec"]["containers"], *spec["worker"]["spec"]["containers"]]
-    if doc.get("kind") == "Job":
-        return doc["spec"]["template"]["spec"]["containers"]
-    if doc.get("kind") == "Pod":
-        return doc["spec"]["containers"]
-    return []
+    spec = doc.get("spec") or {}
+    pods = {
+        "DaskCluster": [spec.get(role, {}).get("spec", {}) for role in ("scheduler", "worker")],
+        "Job": [spec.get("template", {}).get("spec", {})],
+        "Pod": [spec],
+    }.get(doc.get("kind", ""), [])
+    return [c for pod in pods for c in pod.get("containers", [])]
 
 
 def _ids(items: list[tuple[str, list[str]]]) -> list[str]:
@@ -1129,6 +1128,7 @@ def test_jobqueue_config_keys(jobqueue_defaults: dict[str, Any]) -> None:
         assert not unknown, f"{system}: not dask-jobqueue keys: {sorted(unknown)}"
         assert REQUIRED_JOBQUEUE_KEYS <= set(cfg), REQUIRED_JOBQUEUE_KEYS - set(cfg)
         assert any("activate" in line for line in cfg["job-script-prologue"])
+        assert cfg["cores"] % cfg["processes"] == 0, f"{system}: cores not shared evenly"
 
 
 @pytest.mark.parametrize("system", ["slurm", "pbs"])
