@@ -172,6 +172,8 @@ class BenchConfig:
         Rounds of every case; the best throughput of each is reported (memory: the largest).
     keep
         Keep the work directory.
+    skip
+        Groups of cases not to run (see :data:`SKIPPABLE`).
 
     """
 
@@ -186,6 +188,7 @@ class BenchConfig:
     stream_partitions: int = 10
     repeat: int = 1
     keep: bool = False
+    skip: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -715,7 +718,19 @@ def _specs(cfg: BenchConfig, workdir: Path) -> list[tuple[str, str, str, dict[st
             out.append((f"strax-{comp}", setting, "write", {**s, "case": "strax-write"}))
             out.append((f"strax-{comp}", setting, "read", {**s, "case": "strax-read"}))
     out.append(("strata-stream", strata_setting, "write", {**base, "case": "strata-stream"}))
-    return out
+    return [c for c in out if _group(c[0], c[2]) not in cfg.skip]
+
+
+SKIPPABLE = ("partial", "zarr", "codec", "strax", "stream")
+"""Groups of cases :attr:`BenchConfig.skip` may name (strata's own write and read always run)."""
+
+
+def _group(system: str, operation: str) -> str:
+    if system == "strata":
+        return "strata" if operation in ("write", "read") else "partial"
+    if system.startswith("strax-"):
+        return "strax"
+    return {"strata-stream": "stream"}.get(system, system)
 
 
 def _strata_setting(cfg: BenchConfig) -> str:
@@ -733,7 +748,10 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str,
     """
     if cfg.partitions < 1 or cfg.size_mb <= 0 or cfg.repeat < 1:
         raise ValueError("size_mb, partitions and repeat must be positive")
-    if cfg.strax_compressors:
+    unknown = sorted(set(cfg.skip) - set(SKIPPABLE))
+    if unknown:
+        raise ValueError(f"cannot skip {unknown}: skippable are {', '.join(SKIPPABLE)}")
+    if cfg.strax_compressors and "strax" not in cfg.skip:
         try:
             import strax  # noqa: F401
         except ImportError as e:

@@ -156,7 +156,7 @@ def _cluster_options(default: str | None, help: str) -> Callable[..., Any]:
             "--scheduler-file",
             "scheduler_file",
             default=None,
-            type=click.Path(dir_okay=False, path_type=Path),
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
             help="Connect to the Dask scheduler described in this file (as written by "
             "`dask scheduler --scheduler-file`); wins over DASK_SCHEDULER_ADDRESS.",
         )(f)

@@ -168,14 +168,14 @@ def _run_distributed(
     units: Sequence[Any],
     progress: Progress | None,
 ) -> list[Any]:
-    from distributed import as_completed, wait
+    from distributed import as_completed
 
     n = len(collections)
     unit_list = list(units) if progress is not None else []
     futures = client.compute([*collections, *unit_list])
     main = futures[:n]
     if progress is not None:
-        counter = as_completed(futures[n:])
+        counter = as_completed(futures[n:], loop=client.loop)  # not the default client's
         total = counter.count()
     del futures  # from here on only `counter` holds the unit futures: each is released as it
     # finishes, so no partition stays pinned in worker memory for the progress bar's sake
@@ -184,7 +184,8 @@ def _run_distributed(
             progress(0, total)
             for done, _ in enumerate(counter, 1):
                 progress(done, total)
-        wait(main)
+        for _ in as_completed(main, loop=client.loop):  # distributed.wait needs a default client
+            pass
     except BaseException:
         client.cancel(main)
         _abort_uncommitted(save_tasks)

@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from .backends.base import StorageBackend
 from .backends.zarr import ZarrBackend, ZarrSaver
 from .codecs import PRESETS, codec_chain
+from .copy import copy_data
 from .errors import (
     DataCorrupted,
     DataExistsError,
@@ -33,7 +34,6 @@ from .objects import (
     StoredArrayQuery,
     UnknownObjectClass,
 )
-from .copy import copy_data
 from .registry import open_backend, open_frontend, register_frontend
 from .remote import (
     AccessDenied,

@@ -101,7 +101,7 @@ class BackendTests:
         assert backend.loader(backend.backend_key(key)).to_numpy().tobytes() == ref.tobytes()
 
     def test_empty_partitions_store_only_their_entry(self, backend):
-        key, ref, m = self._save(backend, [0, 0, 0])
+        key, _, m = self._save(backend, [0, 0, 0])
         assert m.rows == 0 and m.segments == []
         assert [p.rows for p in m.partitions] == [0, 0, 0]
         got = backend.loader(backend.backend_key(key)).to_numpy()
@@ -217,8 +217,13 @@ class SaverTests:
     def test_wrong_dtype_partition(self, backend):
         key = _key()
         parts, intervals = make_run([10, 10])
-        parts[1] = parts[1].astype([(n, STRAX_DTYPE[n].base.str.replace("4", "8"), STRAX_DTYPE[n].shape) for n in STRAX_DTYPE.names])
-        with pytest.raises(ValueError, match="partition 1.*dtype"):
+        parts[1] = parts[1].astype(
+            [
+                (n, STRAX_DTYPE[n].base.str.replace("4", "8"), STRAX_DTYPE[n].shape)
+                for n in STRAX_DTYPE.names
+            ]
+        )
+        with pytest.raises(ValueError, match=r"partition 1.*dtype"):
             self._saver(backend, key).save(parts, intervals).compute()
         assert not backend.exists(backend.backend_key(key))
 
@@ -250,8 +255,12 @@ class SaverTests:
 
     def test_bad_dtypes(self, backend):
         key = _key()
-        for bad in [np.dtype("f8"), np.dtype([("x", "i8")]), np.dtype([("time", "i4")]),
-                    np.dtype([("time", "i8"), ("o", "O")])]:
+        for bad in [
+            np.dtype("f8"),
+            np.dtype([("x", "i8")]),
+            np.dtype([("time", "i4")]),
+            np.dtype([("time", "i8"), ("o", "O")]),
+        ]:
             with pytest.raises(ValueError):
                 backend.saver(backend.backend_key(key), key, bad)
 
@@ -288,9 +297,14 @@ class SaverTests:
 
     def test_abort_removes_attempt(self, backend):
         key = _key()
-        with pytest.raises(RuntimeError, match="boom"), self._saver(backend, key) as s:
-            s.save_partition(make_records(3000, 0), 0, PARTITION_NS)
-            raise RuntimeError("boom")
+
+        def fail_mid_save():
+            with self._saver(backend, key) as s:
+                s.save_partition(make_records(3000, 0), 0, PARTITION_NS)
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            fail_mid_save()
         assert not backend.exists(backend.backend_key(key))
         assert backend.gc(min_age_seconds=0) == []
 
@@ -364,7 +378,7 @@ class FrontendTests:
         wanted = _key(threshold=5, other=1)
         with pytest.raises(DataNotAvailable):
             fe.find(wanted)
-        loc, found = fe.find_key(wanted, fuzzy_for_options=("threshold",))
+        _, found = fe.find_key(wanted, fuzzy_for_options=("threshold",))
         assert found == stored
         with pytest.raises(DataNotAvailable):
             fe.find(_key(threshold=5, other=2), fuzzy_for_options=("threshold",))

@@ -140,7 +140,9 @@ class DirectoryFrontend(StorageFrontend):
             except DataNotAvailable:
                 m = None
             if m is not None and m.key == key:
-                return self.backend.loader_from_manifest(bk, m, fields=fields, time_range=time_range)
+                return self.backend.loader_from_manifest(
+                    bk, m, fields=fields, time_range=time_range
+                )
         return super().loader(key, fields, time_range, fuzzy_for, fuzzy_for_options)
 
     def _list(self, run_id: str | None) -> list[Entry]:

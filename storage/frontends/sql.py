@@ -245,37 +245,17 @@ def _exact_statement() -> Any:
 def _exact_many_statement(size: int) -> Any:
     """``size`` exact lookups in one statement: the wanted keys as a ``VALUES`` table joined to
     the entries, so each is one probe of the unique index (SQLite does not plan a row-value
-    ``IN`` list as index probes). Parameters ``r<i>``, ``t<i>``, ``h<i>``.
+    ``IN`` list as index probes). Parameters ``r<i>``, ``t<i>``, ``h<i>``. Plain SQL text:
+    SQLAlchemy would compile a ``VALUES`` construct again for every call.
     """
-    e, loc = entries_table, locations_table
-    w = (
-        sa.values(
-            sa.column("run_id", String),
-            sa.column("data_type", String),
-            sa.column("lineage_hash", String),
-            name="wanted",
-        )
-        .data([(bindparam(f"r{i}"), bindparam(f"t{i}"), bindparam(f"h{i}")) for i in range(size)])
-        .cte("wanted")
-    )
-    on = sa.and_(
-        e.c.run_id == w.c.run_id,
-        e.c.data_type == w.c.data_type,
-        e.c.lineage_hash == w.c.lineage_hash,
-    )
-    return (
-        select(
-            e.c.id,
-            e.c.run_id,
-            e.c.data_type,
-            e.c.lineage_hash,
-            e.c.lineage,
-            loc.c.backend,
-            loc.c.backend_key,
-        )
-        .select_from(w.join(e, on))
-        .join(loc, loc.c.entry_id == e.c.id)
-        .where(e.c.state == "committed")
+    rows = ", ".join(f"(:r{i}, :t{i}, :h{i})" for i in range(size))
+    e, loc = entries_table.name, locations_table.name
+    return sa.text(
+        f"WITH wanted(run_id, data_type, lineage_hash) AS (VALUES {rows}) "
+        "SELECT e.id, e.run_id, e.data_type, e.lineage_hash, e.lineage, l.backend, "
+        f"l.backend_key FROM wanted JOIN {e} e ON e.run_id = wanted.run_id "
+        "AND e.data_type = wanted.data_type AND e.lineage_hash = wanted.lineage_hash "
+        f"JOIN {loc} l ON l.entry_id = e.id WHERE e.state = 'committed'"
     )
 
 

@@ -178,7 +178,7 @@ class BaseStoredData(BaseModel):
         return False
 
 
-class ReplaceableData(BaseStoredData):
+class ReplaceableData(BaseStoredData, stored_name="strata.ReplaceableData"):
     """Stored data of which a better version may replace the stored one (more samples, ...).
 
     Subclasses set ``identity_fields`` and implement :meth:`most_information`. Storing an

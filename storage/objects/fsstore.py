@@ -251,7 +251,7 @@ class FsObjectStore(ObjectStore):
         """
         validate_object_key(storage_key)
         doc = self._read_doc(storage_key)
-        if doc is not None and doc.get("class") == StoredArrayData.stored_name:
+        if doc is not None and str(doc.get("ancillary") or "").startswith("data/"):
             raise InvalidKey(
                 f"object {storage_key} describes stored array data; remove the data itself "
                 "(backend.remove(backend_key) or frontend.remove(key))"

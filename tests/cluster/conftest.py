@@ -100,7 +100,7 @@ class DaskProcesses:
         self.address = ""
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[Any]:
-        log = open(self.directory / f"{name}.log", "wb")  # noqa: SIM115 - closed by the child
+        log = open(self.directory / f"{name}.log", "wb")  # the child keeps its own copy
         try:
             return subprocess.Popen(
                 [*_dask_command(), *args],
@@ -117,7 +117,9 @@ class DaskProcesses:
         """The tail of every process log (for failure messages)."""
         out = []
         for p in sorted(self.directory.glob("*.log")):
-            out.append(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:]))
+            out.append(
+                f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+            )
         return "\n".join(out)
 
     def start_scheduler(self) -> str:

@@ -53,7 +53,8 @@ def test_changes_change_the_hash():
 
 
 @pytest.mark.parametrize(
-    "bad", [float("nan"), float("inf"), {1, 2}, object(), b"bytes", {1: "int key"}, np.array([[[1]]])]
+    "bad",
+    [float("nan"), float("inf"), {1, 2}, object(), b"bytes", {1: "int key"}, np.array([[[1]]])],
 )
 def test_unnormalisable_values_raise(bad):
     with pytest.raises(InvalidKey, match="lineage"):
@@ -61,21 +62,35 @@ def test_unnormalisable_values_raise(bad):
 
 
 def test_same_hash_in_another_process():
-    code = (
-        "from storage import lineage_hash;"
-        f"print(lineage_hash({LINEAGE!r}))"
-    )
+    code = f"from storage import lineage_hash;print(lineage_hash({LINEAGE!r}))"
     outs = set()
     for seed in ("0", "1", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         outs.add(out.stdout.strip())
     assert outs == {lineage_hash(LINEAGE)}
 
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "a/b", "a\\b", "..", "a..b", "a-b", "a\x00b", "a b", "tab\t", "new\nline", "é", ".", 3, None],
+    [
+        "",
+        "a/b",
+        "a\\b",
+        "..",
+        "a..b",
+        "a-b",
+        "a\x00b",
+        "a b",
+        "tab\t",
+        "new\nline",
+        "é",
+        ".",
+        3,
+        None,
+    ],
 )
 def test_invalid_ids(bad):
     with pytest.raises(InvalidKey) as e:
