@@ -247,11 +247,13 @@ def _measure() -> Iterator[dict[str, float]]:
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     try:
         yield out
     finally:
         out["seconds"] = time.perf_counter() - t0
+        out["cpu_seconds"] = time.process_time() - c0
         stop.set()
         t.join()
         peak[0] = max(peak[0], rss())

@@ -75,7 +75,9 @@ def _storage_option(f: Callable[..., Any]) -> Callable[..., Any]:
         default=(DEFAULT_STORAGE,),
         show_default=True,
         envvar="STRATA_STORAGE",
-        help="Storage URL or path (repeatable; searched in order, saved to every writable one).",
+        show_envvar=True,
+        help="Storage URL or path (repeatable; searched in order, saved to every writable one; "
+        "STRATA_STORAGE: several separated by spaces).",
     )(f)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +36,10 @@ class LazyData:
     fields
         One plain Dask array per selected field (multi-dimensional fields are N-D), one task per
         stored chunk.
+    reader
+        ``reader(out, threads)`` fills a preallocated structured array of :attr:`dtype` with
+        what :attr:`array` holds, decoding on ``threads`` threads (used by :meth:`to_numpy`);
+        ``None`` if the backend has no such reader.
 
     """
 
@@ -41,6 +47,7 @@ class LazyData:
     manifest: Manifest
     array: da.Array
     fields: dict[str, da.Array]
+    reader: Callable[[np.ndarray, int], None] | None = field(default=None, repr=False)
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -51,8 +58,21 @@ class LazyData:
         return int(self.array.shape[0])
 
     def to_numpy(self, **compute_kwargs: Any) -> np.ndarray:
-        """Read everything selected into one structured numpy array."""
-        return self.array.compute(**compute_kwargs)
+        """Read everything selected into one structured numpy array.
+
+        Computed here (no ``compute_kwargs``, and Dask's scheduler is its threads or no
+        distributed client is active), the stored chunks are decoded straight into one
+        preallocated array on Dask's number of threads: no per-chunk blocks to concatenate,
+        so about half the memory and time. Otherwise the Dask graph of :attr:`array` is
+        computed with ``compute_kwargs``.
+        """
+        threads = None if compute_kwargs or self.reader is None else _local_threads()
+        if threads is None:
+            return self.array.compute(**compute_kwargs)
+        assert self.reader is not None
+        out = np.empty(len(self), dtype=self.dtype)
+        self.reader(out, threads)
+        return out
 
     def to_pandas(self, **compute_kwargs: Any) -> pd.DataFrame:
         """A pandas DataFrame of the scalar fields (multi-dimensional fields are left out)."""
@@ -77,3 +97,26 @@ class LazyData:
             "lineage_hash": self.key.lineage_hash,
         }
         return xr.Dataset(data_vars, attrs=attrs)
+
+
+def _local_threads() -> int | None:
+    """Threads Dask's local scheduler would use now, or ``None`` if it would not compute
+    locally (a distributed client is active, or another scheduler is configured).
+    """
+    import dask
+    from dask.system import CPU_COUNT
+
+    scheduler = dask.config.get("scheduler", None)
+    if scheduler in ("sync", "synchronous", "single-threaded"):
+        return 1
+    if scheduler not in (None, "threads", "threading"):
+        return None
+    if scheduler is None and "distributed" in sys.modules:
+        from distributed import default_client
+
+        try:
+            default_client()
+            return None
+        except ValueError:
+            pass
+    return int(dask.config.get("num_workers", None) or CPU_COUNT)

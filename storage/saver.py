@@ -4,8 +4,9 @@ A :class:`Saver` is a Dask graph sink. :meth:`Saver.save` takes a Dask collectio
 partitions and returns a lazy ``Delayed`` whose computation writes every partition in parallel
 and commits. The graph has three layers:
 
-1. one *stage* task per partition validates it; a partition of at least half the target chunk
-   size is written at once as its own segment, a smaller one is passed on in memory;
+1. one *stage* task per partition validates it; a partition of at least
+   ``1 / MERGE_GROUP`` of the target chunk size is written at once as its own segment, a
+   smaller one is passed on in memory (so a merge task never holds more than about one chunk);
 2. one *merge* task per group of consecutive partitions writes runs of small partitions as
    shared segments (so many small partitions do not make many tiny objects);
 3. one *commit* task writes the manifest, last.
@@ -38,7 +39,9 @@ __all__ = ["MERGE_GROUP", "Saver"]
 logger = logging.getLogger(__name__)
 
 MERGE_GROUP = 16
-"""Consecutive partitions handled by one merge task."""
+"""Consecutive partitions handled by one merge task. Partitions smaller than
+``chunk_target_bytes / MERGE_GROUP`` are merged, so a merge task holds at most about one
+chunk's worth of data, whatever the partition sizes."""
 
 # A staged partition: (index, Partition entry, written Segment or None, small data or None)
 _Staged = tuple[int, Partition, Segment | None, np.ndarray | None, str]
@@ -61,7 +64,7 @@ class Saver(ABC):
     dtype
         The record dtype every partition must have.
     chunk_target_bytes
-        Uncompressed size of a chunk; partitions under half of it are merged.
+        Uncompressed size of a chunk; partitions under ``1/MERGE_GROUP`` of it are merged.
     metadata
         Extra JSON-able metadata stored in the manifest.
     overwrite
@@ -121,7 +124,7 @@ class Saver(ABC):
         if len(data) == 0:
             return index, Partition(start, end, 0, 0, None, 0), None, None, began
         entry = Partition(start, end, len(data), int(data.nbytes), None, 0)
-        if data.nbytes * 2 >= self.chunk_target_bytes:
+        if data.nbytes * MERGE_GROUP >= self.chunk_target_bytes:
             seg = self._write_segment(_segment_name(index), data)
             return index, _with_segment(entry, seg.name, 0), seg, None, began
         return index, entry, None, data, began

@@ -100,6 +100,12 @@ class BackendTests:
         assert len(m.partitions) == 40
         assert backend.loader(backend.backend_key(key)).to_numpy().tobytes() == ref.tobytes()
 
+    def test_medium_partitions_are_not_held_for_merging(self, backend):
+        # 200 records = 92 kB >= chunk/16: written by their own stage task, so a merge task
+        # never accumulates many partitions in memory
+        _, _, m = self._save(backend, [200] * 6)
+        assert len(m.segments) == 6
+
     def test_empty_partitions_store_only_their_entry(self, backend):
         key, _, m = self._save(backend, [0, 0, 0])
         assert m.rows == 0 and m.segments == []

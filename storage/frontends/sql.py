@@ -350,6 +350,7 @@ def _make_engine(db_url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA busy_timeout = 60000")
             cur.execute("PRAGMA foreign_keys = ON")
+            cur.execute("PRAGMA cache_size = -32768")  # 32 MiB: the inner B-tree pages stay
             if not memory:
                 cur.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
                 cur.execute("PRAGMA synchronous = NORMAL")

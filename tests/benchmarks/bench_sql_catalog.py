@@ -4,12 +4,14 @@ Prints per-call latencies (median and 95th percentile, microseconds) of the publ
 API at each catalog size, and the ratio of the largest size to the smallest. It asserts nothing
 about time: the point is that an indexed lookup costs the same at every size.
 
-The catalog is filled by bulk inserts into the frontend's own tables (rows identical to what
-registration writes), growing one database through the sizes. Each entry has a two-entry
+One catalog per size is filled by bulk inserts into the frontend's own tables (rows as
+registration writes them), then all sizes are measured in interleaved rounds, so that a change
+of machine load during the run affects every size alike. Each entry has a two-entry
 lineage with three tracked options; a ``(run_id, data_type)`` has 10 lineage variants (10
 values of ``threshold``), a run 10 data types. Locations are not verified
 (``verify_locations=False``): no payloads exist, and a verified find adds one manifest read,
-which does not depend on the catalog size.
+which does not depend on the catalog size. At the end it prints the database's query plans for
+an exact and a fuzzy find at the largest size.
 
 Usage::
 
@@ -177,47 +179,27 @@ def copy_rows(fe: SQLFrontend, tables: Any) -> None:
         raw.close()
 
 
-def timed(fn: Callable[[], Any], n: int) -> tuple[float, float]:
-    """Median and 95th percentile of ``n`` calls, in microseconds."""
-    fn()  # warm up (connection pool, statement cache)
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e6)
-    times.sort()
-    return statistics.median(times), times[int(0.95 * (len(times) - 1))]
+def operations(fe: SQLFrontend, size: int, rng: random.Random) -> dict[str, Callable[[], Any]]:
+    """The measured calls on a catalog of ``size`` entries, each drawing fresh random keys."""
+    reg = iter(range(10**9, 10**10))
 
-
-def measure(fe: SQLFrontend, size: int, queries: int, rng: random.Random) -> dict[str, Any]:
-    stored = [key_of(rng.randrange(size)) for _ in range(queries)]
-    missing = [key_of(size + rng.randrange(size)) for _ in range(queries)]
-    # not stored exactly: found only fuzzily (10 candidates; 1 candidate)
-    other_threshold = [key_of(rng.randrange(size), threshold=99) for _ in range(queries)]
-    other_records = [key_of(rng.randrange(size), records_version="9") for _ in range(queries)]
-    it = {
-        name: iter(keys * 3)
-        for name, keys in (
-            ("hit", stored),
-            ("miss", missing),
-            ("fz", other_threshold),
-            ("ff", other_records),
-        )
-    }
-    batches = [[key_of(rng.randrange(2 * size)) for _ in range(100)] for _ in range(50)]
-    bi = iter(batches * 100)
-    runs = [f"run_{rng.randrange(max(1, size // PER_RUN)):06d}" for _ in range(queries)]
-    ri = iter(runs * 3)
-    reg = iter(range(10**9, 10**9 + 10 * queries))
+    def hit() -> None:
+        fe.find(key_of(rng.randrange(size)))
 
     def miss() -> None:
-        assert not fe.is_stored(next(it["miss"]))
+        assert not fe.is_stored(key_of(size + rng.randrange(size)))
 
-    def fuzzy_options() -> None:
-        fe.find_key(next(it["fz"]), fuzzy_for_options=("threshold",))  # 10 candidates
+    def fuzzy_options() -> None:  # not stored exactly; 10 candidates in the database
+        fe.find_key(key_of(rng.randrange(size), threshold=99), fuzzy_for_options=("threshold",))
 
-    def fuzzy_types() -> None:
-        fe.find_key(next(it["ff"]), fuzzy_for=("records",))  # 1 candidate
+    def fuzzy_types() -> None:  # not stored exactly; 1 candidate
+        fe.find_key(key_of(rng.randrange(size), records_version="9"), fuzzy_for=("records",))
+
+    def several() -> None:  # half of them stored
+        fe.find_several([key_of(rng.randrange(2 * size)) for _ in range(100)])
+
+    def listing() -> None:
+        fe.list(f"run_{rng.randrange(max(1, size // PER_RUN)):06d}")
 
     def register() -> None:
         k = key_of(next(reg))
@@ -227,40 +209,90 @@ def measure(fe: SQLFrontend, size: int, queries: int, rng: random.Random) -> dic
         fe._register(k, Location("data", f"{k.run_id}/{k.name}"), m)
 
     return {
-        "find (hit)": timed(lambda: fe.find(next(it["hit"])), queries),
-        "find (miss)": timed(miss, queries),
-        "find fuzzy_for_options": timed(fuzzy_options, queries),
-        "find fuzzy_for": timed(fuzzy_types, queries),
-        "find_several (100 keys)": timed(lambda: fe.find_several(next(bi)), max(20, queries // 20)),
-        "list(run_id) (100 entries)": timed(lambda: fe.list(next(ri)), max(20, queries // 10)),
-        "register (1 key, 1 tx)": timed(register, max(20, queries // 10)),
+        "find (hit)": hit,
+        "find (miss)": miss,
+        "find fuzzy_for_options (10 cand.)": fuzzy_options,
+        "find fuzzy_for (1 candidate)": fuzzy_types,
+        "find_several (100 keys)": several,
+        "list(run_id) (100 entries)": listing,
+        "register (1 key, 1 transaction)": register,
     }
 
 
-def run(db_url: str, label: str, sizes: list[int], queries: int, data_dir: str) -> None:
-    fe = SQLFrontend(db_url, data_url=data_dir, verify_locations=False)
-    rng = random.Random(0)
-    results: dict[int, dict[str, Any]] = {}
-    have = 0
-    for size in sizes:
+# calls per operation, relative to --queries
+WEIGHT = {"find_several (100 keys)": 0.05, "list(run_id) (100 entries)": 0.1}
+
+
+def run(urls: dict[int, str], label: str, queries: int, data_dir: str, rounds: int = 10) -> None:
+    """Fill one catalog per size, then measure them in interleaved rounds, so that changes of
+    machine load during the run affect every size alike.
+    """
+    sizes = sorted(urls)
+    fes = {n: SQLFrontend(urls[n], data_url=data_dir, verify_locations=False) for n in sizes}
+    for n in sizes:
         t = time.perf_counter()
-        fill(fe, have, size)
-        have = size
-        print(
-            f"[{label}] filled to {size:,} entries in {time.perf_counter() - t:.1f} s", flush=True
-        )
-        results[size] = measure(fe, size, queries, rng)
-    ops = list(results[sizes[0]])
-    width = max(len(o) for o in ops)
-    print(f"\n{label}: per-call latency, median / p95 in microseconds ({queries} calls)")
-    header = f"{'operation':<{width}}  " + "  ".join(f"{s:>17,}" for s in sizes)
+        fill(fes[n], 0, n)
+        print(f"[{label}] {n:>9,} entries filled in {time.perf_counter() - t:6.1f} s", flush=True)
+    rng = random.Random(0)
+    ops = {n: operations(fes[n], n, rng) for n in sizes}
+    names = list(ops[sizes[0]])
+    times: dict[tuple[int, str], list[float]] = {(n, o): [] for n in sizes for o in names}
+    for n in sizes:  # warm up: connection pool, statement caches
+        for o in names:
+            ops[n][o]()
+    for _ in range(rounds):
+        for o in names:
+            calls = max(2, int(queries * WEIGHT.get(o, 1.0)) // rounds)
+            for n in sizes:
+                fn = ops[n][o]
+                for _ in range(calls):
+                    t = time.perf_counter()
+                    fn()
+                    times[(n, o)].append((time.perf_counter() - t) * 1e6)
+    width = max(len(o) for o in names)
+    print(f"\n{label}: per-call latency in microseconds, median / 95th percentile")
+    header = f"{'operation':<{width}}  " + "  ".join(f"{f'{n:,} entries':>17}" for n in sizes)
     print(header + f"  {'ratio':>7}")
     print("-" * (len(header) + 9))
-    for op in ops:
-        cells = "  ".join(f"{results[s][op][0]:>8.0f} /{results[s][op][1]:>7.0f}" for s in sizes)
-        ratio = results[sizes[-1]][op][0] / results[sizes[0]][op][0]
-        print(f"{op:<{width}}  {cells}  {ratio:>6.2f}x")
-    print(f"(ratio: median at {sizes[-1]:,} entries / median at {sizes[0]:,} entries)\n")
+    for o in names:
+        cells = []
+        for n in sizes:
+            ts = sorted(times[(n, o)])
+            cells.append(f"{statistics.median(ts):>8.0f} /{ts[int(0.95 * (len(ts) - 1))]:>7.0f}")
+        ratio = statistics.median(times[(sizes[-1], o)]) / statistics.median(times[(sizes[0], o)])
+        print(f"{o:<{width}}  " + "  ".join(cells) + f"  {ratio:>6.2f}x")
+    print(f"(ratio: median at {sizes[-1]:,} entries / median at {sizes[0]:,})")
+    print_plans(fes[sizes[-1]], sizes[-1])
+
+
+def print_plans(fe: SQLFrontend, size: int) -> None:
+    """The database's plans for an exact and a fuzzy lookup: index probes, no table scans."""
+    from storage.frontends.sql import _exact_statement, _fuzzy_statement
+
+    key = key_of(size // 2)
+    with fe.engine.connect() as conn:
+        h = lineage_hash(key.lineage)
+        exact = _exact_statement()
+        exact_params = {"run_id": key.run_id, "data_type": key.data_type, "hash": h}
+        fuzzy = _fuzzy_statement(False, True, True, True)
+        fuzzy_params = {
+            "run_id": key.run_id,
+            "data_type": key.data_type,
+            "n_deps": 2,
+            "n_opts": 2,
+            "skip_opts": ["threshold"],
+            "want_deps": [("records", "Records", '"2"'), (key.data_type, "P", '"1"')],
+            "want_opts": [("records", "gain", "x"), (key.data_type, "mode", "y")],
+        }
+        for what, stmt, params in (("exact", exact, exact_params), ("fuzzy", fuzzy, fuzzy_params)):
+            prefix = "EXPLAIN QUERY PLAN " if fe.dialect == "sqlite" else "EXPLAIN "
+            sql = stmt.params(**params).compile(
+                dialect=fe.engine.dialect, compile_kwargs={"literal_binds": True}
+            )
+            rows = conn.exec_driver_sql(prefix + str(sql).replace("%", "%%"))
+            print(f"  plan of the {what} find at {size:,} entries:")
+            for r in rows:
+                print(f"    {r[-1]}")
 
 
 def main() -> None:
@@ -273,7 +305,8 @@ def main() -> None:
     dbs = a.db.split(",")
     with tempfile.TemporaryDirectory(prefix="strata-bench-") as tmp:
         if "sqlite" in dbs:
-            run(f"sqlite:///{tmp}/catalog.db", "SQLite (file, WAL)", sizes, a.queries, tmp)
+            urls = {n: f"sqlite:///{tmp}/catalog_{n}.db" for n in sizes}
+            run(urls, "SQLite (file, WAL)", a.queries, tmp)
         if "postgresql" in dbs:
             from tests.sql.postgres import PostgresServer, find_bindir
 
@@ -283,8 +316,8 @@ def main() -> None:
                 return
             server = PostgresServer(bindir).start()
             try:
-                url = server.create_database()
-                run(url, "PostgreSQL (local server, 127.0.0.1)", sizes, a.queries, tmp)
+                urls = {n: server.create_database() for n in sizes}
+                run(urls, "PostgreSQL (local server, 127.0.0.1)", a.queries, tmp)
             finally:
                 from storage.frontends.sql import _ENGINES
 
