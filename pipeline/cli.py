@@ -158,7 +158,9 @@ def _cluster_options(default: str | None, help: str) -> Callable[..., Any]:
             "--scheduler-file",
             "scheduler_file",
             default=None,
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            # existence is checked when connecting (distributed would wait forever for a
+            # missing file), not at parse time, so `~` paths and scripts parse anywhere
+            type=click.Path(dir_okay=False, path_type=Path),
             help="Connect to the Dask scheduler described in this file (as written by "
             "`dask scheduler --scheduler-file`); wins over DASK_SCHEDULER_ADDRESS.",
         )(f)
@@ -185,6 +187,13 @@ def _scheduler_choice(
     source = click.get_current_context().get_parameter_source("scheduler")
     if source is click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("give --scheduler or --scheduler-file, not both")
+    scheduler_file = scheduler_file.expanduser()
+    if not scheduler_file.is_file():
+        raise click.BadParameter(
+            f"{scheduler_file} does not exist (start `dask scheduler --scheduler-file "
+            f"{scheduler_file}` first)",
+            param_hint="--scheduler-file",
+        )
     return None, scheduler_file
 
 
@@ -744,3 +753,49 @@ def copy_command(
         f"{len(m.segments)} segment(s), codecs {' > '.join(codecs)}; verified (sha256 per "
         "partition)"
     )
+
+
+@main.command()
+@click.option(
+    "--size-mb", default=1000.0, show_default=True, type=click.FloatRange(min=1), help="Run MB."
+)
+@click.option("--partitions", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, help="Random seed of the records.")
+@click.option(
+    "--repeat", default=1, show_default=True, type=click.IntRange(1), help="Rounds (best kept)."
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Default: a temporary one.")
+@click.option("--keep", is_flag=True, help="Keep the work directory.")
+@click.option("--compressor", default=None, help="strata's preset (default: strata's default).")
+@click.option("--chunk-target-mb", type=float, default=None, help="strata's chunk size.")
+@click.option(
+    "--strax-compressors",
+    default="blosc,zstd,lz4",
+    show_default=True,
+    help="strax compressors to measure (bz2 is slow).",
+)
+@click.option("--strax-workers", default="1,2", show_default=True, help="strax max_workers.")
+@click.option(
+    "--stream-partitions",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Partitions of the streaming-memory run.",
+)
+@click.option(
+    "--skip",
+    multiple=True,
+    type=click.Choice(["partial", "zarr", "codec", "strax", "stream"]),
+    help="Groups of cases not to run (repeatable).",
+)
+@_errors
+def bench(**options: Any) -> None:
+    """Benchmark strata against strax, raw Zarr and the codec alone on the same records.
+
+    Writes and reads about --size-mb of strax-like records with each system, every case in a
+    fresh process, and prints MB/s, compression, object counts, peak memory and the targets.
+    """
+    from .bench import main as bench_main
+
+    bench_main(**options, console=console)
