@@ -66,8 +66,26 @@ DEFAULT_STORAGE = "./strata_data"
 DEMO_PLUGINS = "pipeline.demo:PLUGINS"
 
 
+def _remember_catalog(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta["strata_catalog"] = value
+
+
+def _with_catalog(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[Any, ...]:
+    """With ``--catalog``, the first storage becomes an SQL catalog whose data lives at the
+    first storage URL (``SQLFrontend(catalog, data_url=storage[0])``)."""
+    catalog = ctx.meta.get("strata_catalog")
+    if not catalog:
+        return value
+    from storage.frontends.sql import SQLFrontend
+
+    first, *rest = value or (DEFAULT_STORAGE,)
+    return (SQLFrontend(catalog, data_url=first), *rest)
+
+
 def _storage_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
+    f = click.option(
         "--storage",
         "-s",
         "storage",
@@ -76,8 +94,20 @@ def _storage_option(f: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         envvar="STRATA_STORAGE",
         show_envvar=True,
+        callback=_with_catalog,
         help="Storage URL or path (repeatable; searched in order, saved to every writable one; "
         "STRATA_STORAGE: several separated by spaces).",
+    )(f)
+    return click.option(
+        "--catalog",
+        default=None,
+        envvar="STRATA_CATALOG",
+        show_envvar=True,
+        is_eager=True,
+        expose_value=False,
+        callback=_remember_catalog,
+        help="SQL catalog URL (sqlite:///file.db, postgresql://user@host/db) indexing the data "
+        "of the first --storage URL; many jobs can share it.",
     )(f)
 
 
@@ -658,14 +688,17 @@ def runs(storage: tuple[str, ...]) -> None:
 @_errors
 def gc(storage: tuple[str, ...], min_age: float, dry_run: bool) -> None:
     """Remove what failed or killed saves left behind (uncommitted attempts)."""
-    import storage as storage_pkg
-
     for url in storage:
         fe = open_frontend(url)
         if isinstance(fe, DirectoryFrontend):
             removed = fe.gc(min_age_seconds=min_age, dry_run=dry_run)
-        else:
-            removed = storage_pkg.gc(url, min_age_seconds=min_age, dry_run=dry_run)
+        else:  # a catalog: collect in each of its backends that can
+            removed = [
+                path
+                for backend in fe.backends.values()
+                if hasattr(backend, "gc")
+                for path in backend.gc(min_age_seconds=min_age, dry_run=dry_run)
+            ]
         verb = "would remove" if dry_run else "removed"
         _say(f"{fe!r}: {verb} {len(removed)} leftover attempt(s)")
         for path in removed:

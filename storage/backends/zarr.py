@@ -491,34 +491,37 @@ def _read_rows(
 ) -> np.ndarray:
     """Read rows ``[lo, hi)`` of one stored array, into ``out`` (which may be a field of a
     structured array) if given; checksum failures become DataCorrupted.
+    """
+    if out is None:
+        md = _async_array(backend.store, path, meta).metadata
+        out = np.empty((hi - lo, *md.shape[1:]), dtype=md.dtype.to_native_dtype())
+    _fill_rows(backend, [(path, meta, out, lo, hi)], key)
+    return out
 
-    Zarr's event loop fetches and decodes the chunks (its codecs run in its threads); copying
-    the decoded rows into place happens here, in the calling (Dask worker) thread, so the
-    copies of concurrent tasks run in parallel instead of one after another in the loop.
+
+def _fill_rows(
+    backend: ZarrBackend,
+    targets: Sequence[tuple[str, dict[str, Any], np.ndarray, int, int]],
+    key: str,
+) -> None:
+    """Read rows ``[lo, hi)`` of stored arrays into ``out`` arrays (fields of one structured
+    array, say), for every ``(path, metadata, out, lo, hi)`` of ``targets``.
+
+    Zarr's event loop fetches and decodes every chunk concurrently (its codecs run in its
+    threads), in one round trip; copying the decoded rows into place happens here, in the
+    calling (Dask worker) thread, so the copies of concurrent tasks run in parallel instead of
+    one after another in the loop.
     """
     import asyncio
 
-    from zarr.core.array import AsyncArray
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
-    from zarr.storage import StorePath
 
-    arr = AsyncArray(meta, StorePath(backend.store, path))  # type: ignore[call-overload]
-    md = arr.metadata
-    inner = tuple(md.shape[1:])
-    if out is None:
-        out = np.empty((hi - lo, *inner), dtype=md.dtype.to_native_dtype())
-    if out.shape != (hi - lo, *inner):
-        raise ValueError(f"out has shape {out.shape}, rows {lo}..{hi} of {path} need {inner}")
-    if hi <= lo:
-        return out
-    chunk = max(1, int(md.chunks[0]))
-    first, last = lo // chunk, (hi - 1) // chunk
     proto = default_buffer_prototype()
-    zeros = (0,) * len(inner)
 
-    async def one(c: int) -> Any:
-        coords = (c, *zeros)
+    async def one(arr: Any, path: str, c: int) -> Any:
+        md = arr.metadata
+        coords = (c, *[0] * (len(md.shape) - 1))
         buf = await (arr.store_path / md.encode_chunk_key(coords)).get(prototype=proto)
         if buf is None:
             return None  # never written: the fill value
@@ -534,16 +537,51 @@ def _read_rows(
             ) from e
         return decoded
 
-    async def fetch() -> list[Any]:
-        return list(await asyncio.gather(*(one(c) for c in range(first, last + 1))))
+    # (array, path, chunk index, chunk rows, out, lo, hi): one per chunk to read
+    jobs: list[tuple[Any, str, int, int, np.ndarray, int, int]] = []
+    for path, meta, out, lo, hi in targets:
+        arr = _async_array(backend.store, path, meta)
+        md = arr.metadata
+        if out.shape != (hi - lo, *md.shape[1:]):
+            raise ValueError(f"out has shape {out.shape}; rows {lo}..{hi} of {path} do not fit")
+        n = max(1, int(md.chunks[0]))
+        jobs.extend((arr, path, c, n, out, lo, hi) for c in range(lo // n, -(-hi // n)))
+    if not jobs:
+        return
 
-    for c, decoded in zip(range(first, last + 1), sync(fetch()), strict=True):
-        a, b = max(lo, c * chunk), min(hi, (c + 1) * chunk)
+    async def fetch() -> list[Any]:
+        return list(await asyncio.gather(*(one(j[0], j[1], j[2]) for j in jobs)))
+
+    for (arr, _, c, n, out, lo, hi), decoded in zip(jobs, sync(fetch()), strict=True):
+        a, b = max(lo, c * n), min(hi, (c + 1) * n)
         if decoded is None:
-            out[a - lo : b - lo] = md.fill_value
+            out[a - lo : b - lo] = arr.metadata.fill_value
         else:
-            out[a - lo : b - lo] = decoded.as_numpy_array()[a - c * chunk : b - c * chunk]
-    return out
+            out[a - lo : b - lo] = decoded.as_numpy_array()[a - c * n : b - c * n]
+
+
+_ARRAYS: dict[tuple[int, str, str], Any] = {}
+_ARRAYS_LOCK = threading.Lock()
+_ARRAYS_MAX = 4096
+
+
+def _async_array(store: Any, path: str, meta: dict[str, Any]) -> Any:
+    """A zarr ``AsyncArray`` for ``meta`` at ``path``, parsed once per process (parsing the
+    metadata and building the codec pipeline costs more than reading a small chunk).
+    """
+    from zarr.core.array import AsyncArray
+    from zarr.storage import StorePath
+
+    k = (id(store), path, json.dumps(meta, sort_keys=True))
+    with _ARRAYS_LOCK:
+        arr = _ARRAYS.get(k)
+    if arr is None:
+        arr = AsyncArray(meta, StorePath(store, path))  # type: ignore[call-overload]
+        with _ARRAYS_LOCK:
+            if len(_ARRAYS) >= _ARRAYS_MAX:
+                _ARRAYS.clear()
+            _ARRAYS[k] = arr
+    return arr
 
 
 def _read_struct(
@@ -555,8 +593,7 @@ def _read_struct(
     key: str,
 ) -> np.ndarray:
     out = np.empty(hi - lo, dtype=dtype)
-    for field, path, meta in parts:
-        _read_rows(backend, path, meta, lo, hi, key, out=out[field])  # decoded into place
+    _fill_rows(backend, [(path, meta, out[field], lo, hi) for field, path, meta in parts], key)
     return out
 
 
@@ -635,23 +672,41 @@ def _fill_struct(
     """Decode every job's rows straight into their place in ``out``, on ``threads`` threads.
 
     The same reads as the tasks of :attr:`LazyData.array`, without Dask's per-task blocks and
-    their final concatenation: one output array is written once.
+    their final concatenation: one output array is written once. Consecutive jobs are read
+    together (their chunks fetched and decoded concurrently in one round trip to zarr's event
+    loop) up to about a chunk's worth of output, so reading a small field costs little more
+    than its bytes.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    def run(job: _Job) -> None:
-        offset, parts, a, b = job
-        block = out[offset : offset + b - a]
-        for field, path, meta in parts:
-            _read_rows(backend, path, meta, a, b, key, out=block[field])
+    groups: list[list[_Job]] = []
+    size = 0
+    for job in jobs:
+        nbytes = (job[3] - job[2]) * out.dtype.itemsize
+        if not groups or size + nbytes > GROUP_READ_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(job)
+        size += nbytes
 
-    if threads <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            run(job)
+    def run(group: list[_Job]) -> None:
+        targets: list[tuple[str, dict[str, Any], np.ndarray, int, int]] = []
+        for offset, parts, a, b in group:
+            block = out[offset : offset + b - a]
+            targets.extend((path, meta, block[field], a, b) for field, path, meta in parts)
+        _fill_rows(backend, targets, key)
+
+    if threads <= 1 or len(groups) <= 1:
+        for group in groups:
+            run(group)
         return
-    with ThreadPoolExecutor(min(threads, len(jobs)), thread_name_prefix="strata-read") as pool:
-        for _ in pool.map(run, jobs):
+    with ThreadPoolExecutor(min(threads, len(groups)), thread_name_prefix="strata-read") as pool:
+        for _ in pool.map(run, groups):
             pass
+
+
+GROUP_READ_BYTES = 16 * 2**20
+"""Output bytes up to which :meth:`LazyData.to_numpy` reads consecutive pieces together."""
 
 
 def _chunk_bounds(lo: int, hi: int, chunk: int) -> list[tuple[int, int]]:
