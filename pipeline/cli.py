@@ -74,7 +74,8 @@ def _with_catalog(
     ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 ) -> tuple[Any, ...]:
     """With ``--catalog``, the first storage becomes an SQL catalog whose data lives at the
-    first storage URL (``SQLFrontend(catalog, data_url=storage[0])``)."""
+    first storage URL (``SQLFrontend(catalog, data_url=storage[0])``).
+    """
     catalog = ctx.meta.get("strata_catalog")
     if not catalog:
         return value
