@@ -8,26 +8,32 @@ measures on that data, each case in a fresh Python process:
 
 ``strata``
     ``Context.make`` of a source plugin whose ``compute`` returns the pre-generated partition
-    (write), ``Context.get_array`` back (read), and reads of ``fields=["area"]``,
-    ``fields=["data"]`` and of a 10% ``time_range``.
+    (write), ``Context.get_array`` back (read), reads of ``fields=["area"]``,
+    ``fields=["data"]`` and of a 10% ``time_range``, and the storage layer's own reader
+    (``frontend.loader(key).to_numpy()``, which decodes into one preallocated array).
 ``strax-<compressor>``
     strax's ``DataDirectory`` through a strax Context with a plugin returning the same
-    partitions (``make`` then ``get_array``), for each compressor and ``max_workers``.
+    partitions (``make`` then ``get_array``; strax's defaults otherwise), for each compressor
+    and ``max_workers``.
 ``zarr``
-    ``dask.array.to_zarr`` of the same per-field arrays with strata's codecs and chunk shapes,
-    and ``dask.array.from_zarr`` back, assembled into the same structured array.
+    ``dask.array.to_zarr`` of the same per-field arrays into new arrays with strata's codecs,
+    chunk shapes and ``write_empty_chunks``, and ``dask.array.from_zarr`` back, assembled into
+    the same structured array.
 ``codec``
     strata's codec chain alone, in memory, over the same chunks on a thread per core: the limit.
 ``strata-stream``
     ``Context.make`` of a run whose partitions are generated inside the plugin (the run never
     exists in memory at once): its peak memory, in partitions.
 
-Data generation and loading the input into memory are never timed. Throughput is uncompressed
-bytes over wall time. Peak memory is the largest resident set size (psutil, sampled every
-5 ms in the case's own process) while the timed operation runs; "+MB" is that peak less the
-resident size just before it (for writes, the input partitions are already in memory).
-Reads come from the page cache (the data was just written): they measure decoding and
-assembly, not the disk.
+Each case process first makes and reads a tiny run with the same system (imports, thread
+pools, numba compilation are one-time costs), loads the input, then times one operation.
+Data generation and loading the input are never timed. Throughput is uncompressed bytes
+over wall time (CPU seconds are in the JSON). With ``repeat`` rounds, every case runs once
+per round, rounds interleaved, and the fastest is kept. Peak memory is the largest resident
+set size (psutil, sampled every 5 ms in the case's own process) while the timed operation
+runs; "+MB" is that peak less the resident size just before it (for writes, the input
+partitions are already in memory). Reads come from the page cache (the data was just
+written): they measure decoding and assembly, not the disk.
 
 Run it as ``strata bench`` or ``python tests/benchmarks/bench_storage.py``; a case alone runs
 as ``python -m pipeline.bench`` with its JSON spec on stdin.
@@ -57,7 +63,9 @@ from .plugin import Plugin
 
 __all__ = [
     "RECORD_DTYPE",
+    "SKIPPABLE",
     "BenchConfig",
+    "main",
     "make_partition",
     "print_results",
     "run_bench",
@@ -223,8 +231,8 @@ class CaseResult:
     operation: str
     nbytes: int
     seconds: float
-    peak_rss_mb: float
-    delta_rss_mb: float
+    peak_rss_mib: float
+    delta_rss_mib: float
     cpu_seconds: float = math.nan
     stored_bytes: int | None = None
     objects: int | None = None
@@ -271,8 +279,8 @@ def _measure() -> Iterator[dict[str, float]]:
         stop.set()
         t.join()
         peak[0] = max(peak[0], rss())
-        out["peak_rss_mb"] = peak[0] / 2**20
-        out["delta_rss_mb"] = (peak[0] - base) / 2**20
+        out["peak_rss_mib"] = peak[0] / 2**20
+        out["delta_rss_mib"] = (peak[0] - base) / 2**20
 
 
 def _tree_stats(path: str | Path) -> tuple[int, int]:
@@ -799,8 +807,8 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str,
                             sub,
                             int(c["nbytes"]),
                             c["seconds"],
-                            c["peak_rss_mb"],
-                            c["delta_rss_mb"],
+                            c["peak_rss_mib"],
+                            c["delta_rss_mib"],
                             cpu_seconds=c["cpu_seconds"],
                             stored_bytes=res.get("stored_bytes"),
                             objects=res.get("objects"),
@@ -819,8 +827,8 @@ def _best(runs: list[CaseResult]) -> CaseResult:
     b = min(runs, key=lambda r: r.seconds)
     return replace(
         b,
-        peak_rss_mb=max(r.peak_rss_mb for r in runs),
-        delta_rss_mb=max(r.delta_rss_mb for r in runs),
+        peak_rss_mib=max(r.peak_rss_mib for r in runs),
+        delta_rss_mib=max(r.delta_rss_mib for r in runs),
         extra={**b.extra, "seconds_all_rounds": [round(r.seconds, 4) for r in runs]},
     )
 
@@ -922,7 +930,7 @@ def _summarize(cfg: BenchConfig, cases: list[CaseResult], workdir: str) -> dict[
             {
                 "partition_mib": part_mib,
                 "run_mib": stream.nbytes / 2**20,
-                "delta_in_partitions": stream.delta_rss_mb / part_mib,
+                "delta_in_partitions": stream.delta_rss_mib / part_mib,
             }
         )
     return {
@@ -970,7 +978,7 @@ def print_results(results: dict[str, Any], console: Any = None) -> None:
         return None
 
     def mem(c: dict[str, Any] | None) -> str:
-        return "" if c is None else f"{c['peak_rss_mb']:,.0f} (+{c['delta_rss_mb']:,.0f})"
+        return "" if c is None else f"{c['peak_rss_mib']:,.0f} (+{c['delta_rss_mib']:,.0f})"
 
     sw, sr = get("strata", "write"), get("strata", "read")
     if sw is None or sr is None:
@@ -991,8 +999,8 @@ def print_results(results: dict[str, Any], console: Any = None) -> None:
         "stored MB",
         "ratio",
         "objects",
-        "write peak MB (+)",
-        "read peak MB (+)",
+        "write peak MiB (+)",
+        "read peak MiB (+)",
     ):
         t.add_column(col, justify="left" if col in ("system", "setting") else "right")
     # (label, system, setting, write operation, read operation)
@@ -1035,7 +1043,16 @@ def print_results(results: dict[str, Any], console: Any = None) -> None:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for col in ("read", "rows", "MB", "seconds", "MB/s", "byte share", "time share", "peak MB (+)"):
+    for col in (
+        "read",
+        "rows",
+        "MB",
+        "seconds",
+        "MB/s",
+        "byte share",
+        "time share",
+        "peak MiB (+)",
+    ):
         t2.add_column(col, justify="left" if col == "read" else "right")
     labels = {
         "read": "all fields, get_array",
@@ -1067,8 +1084,9 @@ def print_results(results: dict[str, Any], console: Any = None) -> None:
         lines.append(
             f"streaming: make of a {e['run_mib']:,.0f} MiB run ({cfg['stream_partitions']} "
             f"partitions of {e['partition_mib']:,.1f} MiB, generated inside the plugin) at "
-            f"{stream['mb_per_s']:,.0f} MB/s: peak RSS {stream['peak_rss_mb']:,.0f} MiB, "
-            f"+{stream['delta_rss_mb']:,.0f} MiB during make = "
+            f"{stream['mb_per_s']:,.0f} MB/s including generation: peak RSS "
+            f"{stream['peak_rss_mib']:,.0f} MiB, "
+            f"+{stream['delta_rss_mib']:,.0f} MiB during make = "
             f"{e['delta_in_partitions']:.1f} partitions"
         )
     for c in results["checks"]:

@@ -112,6 +112,24 @@ def _storage_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def _pipeline_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--plugins``, ``--storage``/``--catalog`` and ``--config``: what a Context needs."""
+    f = click.option(
+        "--config", "-c", "config", multiple=True, help="option=value (JSON), repeatable."
+    )(f)
+    f = _storage_option(f)
+    return click.option(
+        "--plugins",
+        "-p",
+        "plugin_specs",
+        multiple=True,
+        default=(DEMO_PLUGINS,),
+        show_default=True,
+        help="module:attr of a Plugin class or a list of them (repeatable); module alone: all "
+        "plugins it defines.",
+    )(f)
+
+
 def _errors(f: Callable[..., Any]) -> Callable[..., Any]:
     """Turn expected errors into a one-line message and exit status 1."""
 
@@ -522,18 +540,7 @@ def _plot_spectrum(arr: Any, path: Path, n_runs: int) -> None:
 @main.command()
 @click.argument("run_id")
 @click.argument("target")
-@click.option(
-    "--plugins",
-    "-p",
-    "plugin_specs",
-    multiple=True,
-    default=(DEMO_PLUGINS,),
-    show_default=True,
-    help="module:attr of a Plugin class or a list of them (repeatable); module alone: all "
-    "plugins it defines.",
-)
-@_storage_option
-@click.option("--config", "-c", "config", multiple=True, help="option=value (JSON), repeatable.")
+@_pipeline_options
 @click.option("--save", multiple=True, help="Also save this data type (repeatable).")
 @_cluster_options("threads", "Address of a Dask scheduler (tcp://host:8786), or 'threads'.")
 @_errors
@@ -588,17 +595,7 @@ def ls_command(run_id: str | None, storage: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("run_id")
 @click.argument("target")
-@click.option(
-    "--plugins",
-    "-p",
-    "plugin_specs",
-    multiple=True,
-    default=(DEMO_PLUGINS,),
-    show_default=True,
-    help="module:attr of the plugins that define TARGET (repeatable).",
-)
-@_storage_option
-@click.option("--config", "-c", "config", multiple=True, help="option=value (JSON), repeatable.")
+@_pipeline_options
 @_errors
 def info(
     run_id: str,
@@ -727,17 +724,7 @@ def gc(storage: tuple[str, ...], min_age: float, dry_run: bool) -> None:
     help="Rechunk to chunks of about this many MiB (uncompressed); default: the destination's.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the copy if TO already stores it.")
-@click.option(
-    "--plugins",
-    "-p",
-    "plugin_specs",
-    multiple=True,
-    default=(DEMO_PLUGINS,),
-    show_default=True,
-    help="module:attr of the plugins that define TARGET (repeatable).",
-)
-@_storage_option
-@click.option("--config", "-c", "config", multiple=True, help="option=value (JSON), repeatable.")
+@_pipeline_options
 @_cluster_options("threads", "Address of a Dask scheduler (tcp://host:8786), or 'threads'.")
 @_errors
 def copy_command(

@@ -129,6 +129,17 @@ def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None) -> St
     return FsspecStore(fs, path=root.rstrip("/") or "/")
 
 
+def _local_temp_copy(path: str, data: bytes) -> str:
+    """Write ``data`` durably to a new temporary file beside ``path``; return its name."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
 def atomic_write(fs: Any, path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a part.
 
@@ -136,12 +147,7 @@ def atomic_write(fs: Any, path: str, data: bytes) -> None:
     whole objects anyway.
     """
     if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = _local_temp_copy(path, data)
         os.replace(tmp, path)
         return
     _register_remote()
@@ -173,12 +179,7 @@ def exclusive_write(fs: Any, path: str, data: bytes) -> None:
         EXCLUSIVE_WRITERS[protocol](fs, path, data)
         return
     if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = _local_temp_copy(path, data)
         try:
             os.link(tmp, path)
         finally:

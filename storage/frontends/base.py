@@ -18,6 +18,10 @@ from ..saver import Saver
 __all__ = ["Entry", "Location", "StorageFrontend"]
 
 
+def _rebuild(cls: type[StorageFrontend], kwargs: dict[str, Any]) -> StorageFrontend:
+    return cls(**kwargs)
+
+
 @dataclass(frozen=True)
 class Location:
     """Where a key's data lives: the name of a backend of the frontend and its backend key."""
@@ -61,6 +65,8 @@ class StorageFrontend(ABC):
     """
 
     backends: dict[str, StorageBackend]
+    _kwargs: dict[str, Any]
+    """Constructor arguments: frontends pickle and compare by them (set by subclasses)."""
 
     def __init__(
         self,
@@ -71,6 +77,18 @@ class StorageFrontend(ABC):
         self.readonly = readonly
         self.take_only = tuple([take_only] if isinstance(take_only, str) else take_only)
         self.exclude = tuple([exclude] if isinstance(exclude, str) else exclude)
+
+    # -- identity ---------------------------------------------------------------------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self._kwargs))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StorageFrontend):
+            return NotImplemented
+        return type(self) is type(other) and repr(self._kwargs) == repr(other._kwargs)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, repr(self._kwargs)))
 
     # -- primitives -------------------------------------------------------------------------
     @abstractmethod

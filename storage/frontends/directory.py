@@ -20,10 +20,6 @@ __all__ = ["DirectoryFrontend"]
 logger = logging.getLogger(__name__)
 
 
-def _rebuild(kwargs: dict[str, Any]) -> DirectoryFrontend:
-    return DirectoryFrontend(**kwargs)
-
-
 class DirectoryFrontend(StorageFrontend):
     """A catalog that is the directory layout of one :class:`ZarrBackend` at ``url``.
 
@@ -76,17 +72,6 @@ class DirectoryFrontend(StorageFrontend):
     def url(self) -> str:
         """The root URL."""
         return self.backend.url
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self._kwargs,))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, DirectoryFrontend):
-            return NotImplemented
-        return repr(self._kwargs) == repr(other._kwargs)
-
-    def __hash__(self) -> int:
-        return hash(self.backend)
 
     def __repr__(self) -> str:
         ro = ", readonly=True" if self.readonly else ""

@@ -406,10 +406,6 @@ def default_data_url(db_url: str) -> str:
     return f"{stem}_data"
 
 
-def _rebuild(kwargs: dict[str, Any]) -> SQLFrontend:
-    return SQLFrontend(**kwargs)
-
-
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -505,17 +501,6 @@ class SQLFrontend(StorageFrontend):
         self._open()
 
     # -- identity ---------------------------------------------------------------------------
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self._kwargs,))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SQLFrontend):
-            return NotImplemented
-        return repr(self._kwargs) == repr(other._kwargs)
-
-    def __hash__(self) -> int:
-        return hash(self.db_url)
-
     def __repr__(self) -> str:
         ro = ", readonly=True" if self.readonly else ""
         return f"SQLFrontend({redact_url(self.db_url)!r}{ro})"
