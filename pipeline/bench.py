@@ -692,7 +692,11 @@ def _generate_input(cfg: BenchConfig, workdir: Path, say: Callable[[str], None])
     )
 
 
-def _specs(cfg: BenchConfig, workdir: Path) -> list[tuple[str, str, str, dict[str, Any]]]:
+_Spec = tuple[str, str, str, dict[str, Any]]
+"""(system, setting, operation, case spec)"""
+
+
+def _specs(cfg: BenchConfig, workdir: Path) -> list[_Spec]:
     """``(system, setting, operation, spec)`` of every case, in running order."""
     base: dict[str, Any] = {
         "workdir": str(workdir),
@@ -707,7 +711,7 @@ def _specs(cfg: BenchConfig, workdir: Path) -> list[tuple[str, str, str, dict[st
     t_total = cfg.partitions * PARTITION_NS
     t0 = int(0.45 * t_total)
     time_range = [t0, t0 + t_total // 10]
-    out: list[tuple[str, str, str, dict[str, Any]]] = [
+    out: list[_Spec] = [
         ("strata", strata_setting, "write", {**base, "case": "strata-write"}),
         ("strata", strata_setting, "read", {**base, "case": "strata-read"}),
         (
@@ -765,7 +769,7 @@ def _strata_setting(cfg: BenchConfig) -> str:
 
     comp = cfg.compressor or DEFAULT_PRESET
     chunk = cfg.chunk_target_mb
-    return f"{comp}, chunks {'default' if chunk is None else f'{chunk:g} MiB'}"
+    return comp if chunk is None else f"{comp}, {chunk:g} MiB chunks"
 
 
 def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -795,7 +799,7 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str,
         _generate_input(cfg, workdir, say)
         specs = _specs(cfg, workdir)
         for r in range(cfg.repeat):
-            for system, setting, op, spec in specs:
+            for system, setting, op, spec in _rotated(specs, r):
                 say(f"round {r + 1}/{cfg.repeat}: {system} {setting} {op}")
                 res = _run_case(spec)
                 subs = [(s, res[s]) for s in ("compress", "decompress")] if op == "codec" else []
@@ -820,6 +824,21 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str,
         if made_tmp and not cfg.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return _summarize(cfg, [_best(v) for v in results.values()], str(workdir))
+
+
+def _rotated(specs: list[_Spec], r: int) -> list[_Spec]:
+    """``specs`` with its systems in rotated order in round ``r`` (a system's reads stay after
+    its write): what ran just before a case (and how much memory it left warm) differs from
+    round to round.
+    """
+    groups: list[list[_Spec]] = []
+    for spec in specs:
+        if groups and groups[-1][0][0] == spec[0]:
+            groups[-1].append(spec)
+        else:
+            groups.append([spec])
+    k = r % len(groups) if groups else 0
+    return [spec for group in groups[k:] + groups[:k] for spec in group]
 
 
 def _best(runs: list[CaseResult]) -> CaseResult:
@@ -1002,11 +1021,12 @@ def print_results(results: dict[str, Any], console: Any = None) -> None:
         "write peak MiB (+)",
         "read peak MiB (+)",
     ):
-        t.add_column(col, justify="left" if col in ("system", "setting") else "right")
+        left = col in ("system", "setting")
+        t.add_column(col, justify="left" if left else "right", no_wrap=left)
     # (label, system, setting, write operation, read operation)
     rows = [
         ("strata", "strata", sw["setting"], "write", "read"),
-        ("strata loader().to_numpy()", "strata", sw["setting"], "", "read loader().to_numpy()"),
+        ("strata loader()", "strata", sw["setting"], "", "read loader().to_numpy()"),
         ("raw zarr", "zarr", None, "write", "read"),
         ("codec alone", "codec", None, "compress", "decompress"),
     ]
@@ -1021,6 +1041,8 @@ def print_results(results: dict[str, Any], console: Any = None) -> None:
             continue
         stored = w.get("stored_bytes") if w else None
         extra = f", {w['extra']['threads']} threads" if w and "threads" in w["extra"] else ""
+        if label == "strata loader()":
+            extra = ", .to_numpy()"
         t.add_row(
             label,
             f"{(w or r or {})['setting']}{extra}",
