@@ -17,7 +17,9 @@ import functools
 import json
 import logging
 import math
+import os
 import re
+import shutil
 import threading
 import uuid
 from collections.abc import Sequence
@@ -763,6 +765,18 @@ class ZarrSaver(Saver):
         nchunks = max(1, math.ceil(rows / max_rows))
         return max(1, math.ceil(rows / nchunks))
 
+    def _clear_rerun_leftovers(self, name: str) -> None:
+        """On local disk, remove what an earlier run of this segment's task left (a task rerun
+        after its worker was killed: zarr's ``*.partial`` temporary files). The segment has
+        one writer, this task, so nothing else can be writing there. Object stores write
+        whole objects and leave no such files; one ``stat`` is the whole cost otherwise."""
+        from fsspec.implementations.local import LocalFileSystem
+
+        if isinstance(self.backend.fs, LocalFileSystem):
+            path = self.backend.path("data", self.backend_key, self.attempt, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+
     def _write_segment(self, name: str, data: np.ndarray) -> Segment:
         import asyncio
 
@@ -782,6 +796,7 @@ class ZarrSaver(Saver):
         # rows, so zarr neither allocates a fill-valued chunk to merge into nor scans the chunk
         # for emptiness (write_empty_chunks: the manifest, not chunk presence, says what exists).
         columns = {f: np.ascontiguousarray(data[f]) for f in names}
+        self._clear_rerun_leftovers(name)
 
         async def one(f: str) -> None:
             # Metadata is written without zarr's parent-group creation: every object under the
