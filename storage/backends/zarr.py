@@ -769,7 +769,8 @@ class ZarrSaver(Saver):
         """On local disk, remove what an earlier run of this segment's task left (a task rerun
         after its worker was killed: zarr's ``*.partial`` temporary files). The segment has
         one writer, this task, so nothing else can be writing there. Object stores write
-        whole objects and leave no such files; one ``stat`` is the whole cost otherwise."""
+        whole objects and leave no such files; one ``stat`` is the whole cost otherwise.
+        """
         from fsspec.implementations.local import LocalFileSystem
 
         if isinstance(self.backend.fs, LocalFileSystem):
