@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import builtins
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..backends.base import StorageBackend
-from ..errors import DataNotAvailable, ReadOnlyError
+from ..errors import DataCorrupted, DataNotAvailable, ReadOnlyError
 from ..keys import DataKey, validate_run_id
 from ..lazy import LazyData
 from ..manifest import Manifest
@@ -116,6 +117,20 @@ class StorageFrontend(ABC):
     @abstractmethod
     def _list_runs(self) -> list[str]:
         """Run ids that have a run document or stored data."""
+
+    def _parse_run_document(self, run_id: str, raw: str | bytes) -> dict[str, Any]:
+        """A stored run document, or ``DataCorrupted`` naming the run if it is not a JSON
+        object.
+        """
+        try:
+            doc = json.loads(raw)
+        except ValueError as e:
+            raise DataCorrupted(
+                f"run metadata {run_id!r} in {self!r} is not valid JSON: {e}"
+            ) from e
+        if not isinstance(doc, dict):
+            raise DataCorrupted(f"run metadata {run_id!r} in {self!r} is not a JSON object")
+        return doc
 
     def _register(self, key: DataKey, location: Location, manifest: Manifest) -> None:  # noqa: B027
         """Called after a save commits; catalogs that index saves (SQL) override it."""

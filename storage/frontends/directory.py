@@ -174,15 +174,7 @@ class DirectoryFrontend(StorageFrontend):
             raw = self.backend.fs.cat_file(path)
         except FileNotFoundError:
             raise DataNotAvailable(f"no run metadata for run {run_id!r} in {self!r}") from None
-        try:
-            doc = json.loads(raw)
-        except ValueError as e:
-            raise DataCorrupted(
-                f"run metadata {run_id!r} in {self!r} is not valid JSON: {e}"
-            ) from e
-        if not isinstance(doc, dict):
-            raise DataCorrupted(f"run metadata {run_id!r} in {self!r} is not a JSON object")
-        return doc
+        return self._parse_run_document(run_id, raw)
 
     def _write_run_metadata(self, run_id: str, doc: dict[str, Any]) -> None:
         raw = json.dumps(doc, indent=1, sort_keys=True, allow_nan=False).encode()

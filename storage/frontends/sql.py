@@ -1073,15 +1073,7 @@ class SQLFrontend(StorageFrontend):
         )
         if raw is None:
             raise DataNotAvailable(f"no run metadata for run {run_id!r} in {self!r}")
-        try:
-            doc = json.loads(raw)
-        except ValueError as e:
-            raise DataCorrupted(
-                f"run metadata {run_id!r} in {self!r} is not valid JSON: {e}"
-            ) from e
-        if not isinstance(doc, dict):
-            raise DataCorrupted(f"run metadata {run_id!r} in {self!r} is not a JSON object")
-        return doc
+        return self._parse_run_document(run_id, raw)
 
     def _write_run_metadata(self, run_id: str, doc: dict[str, Any]) -> None:
         try:
