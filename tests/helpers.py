@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+
 import numpy as np
 
 STRAX_DTYPE = np.dtype(
@@ -52,3 +55,29 @@ def make_run(sizes: list[int], seed: int = 0) -> tuple[list[np.ndarray], list[tu
 def lineage(data_type: str = "records", **options: object) -> dict:
     """A small lineage for ``data_type``."""
     return {data_type: ["Plugin", "0.1", dict(options)]}
+
+
+LOCAL_URL_KINDS = ["path", "file_url", "memory"]
+
+
+def local_url(kind: str, tmp_path, tag: str = "test") -> str:
+    """A fresh root URL on this machine: a plain path, a ``file://`` URL, or ``memory://``."""
+    if kind == "path":
+        return str(tmp_path / "store")
+    if kind == "file_url":
+        return f"file://{tmp_path}/store"
+    return f"memory://strata-{tag}-{uuid.uuid4().hex}"
+
+
+@contextlib.contextmanager
+def two_worker_client():
+    """A client of a real two-process LocalCluster (one thread each, no dashboard)."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

@@ -13,16 +13,13 @@ import pytest
 
 from storage.objects import ObjectStore
 from storage.objects.base import document_bytes, from_document, parse_document
+from tests.helpers import LOCAL_URL_KINDS, local_url
 from tests.objects.objtests import FsObjectStoreTests, ObjectStoreTests
 
 
-@pytest.fixture(params=["path", "file_url", "memory"])
+@pytest.fixture(params=LOCAL_URL_KINDS)
 def url(request, tmp_path):
-    if request.param == "path":
-        return str(tmp_path / "store")
-    if request.param == "file_url":
-        return f"file://{tmp_path}/store"
-    return f"memory://strata-objects-{uuid.uuid4().hex}"
+    return local_url(request.param, tmp_path, "objects")
 
 
 class TestZarrBackendObjects(FsObjectStoreTests):

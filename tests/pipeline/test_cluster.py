@@ -5,10 +5,11 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import get_task_stream
 
 from pipeline import Context, PluginOutputError, demo
 from storage import DirectoryFrontend
+from tests.helpers import two_worker_client
 from tests.pipeline import toys
 
 pytestmark = pytest.mark.slow
@@ -16,12 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with two_worker_client() as c:
         yield c
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from storage import DataKey, DirectoryFrontend
 from storage.copy import copy_data
-from tests.helpers import PARTITION_NS, STRAX_DTYPE, lineage, make_records
+from tests.helpers import PARTITION_NS, STRAX_DTYPE, lineage, make_records, two_worker_client
 
 pytestmark = pytest.mark.slow
 
@@ -21,14 +21,7 @@ SIZES = [1200, 4, 0, 900, 2, 2, 1500]
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with two_worker_client() as c:
         yield c
 
 

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 from storage import DataKey, DirectoryFrontend
-from tests.helpers import STRAX_DTYPE, lineage, make_run
+from tests.helpers import STRAX_DTYPE, lineage, make_run, two_worker_client
 
 
 @pytest.fixture(scope="module")
 def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with two_worker_client() as c:
         yield c
 
 

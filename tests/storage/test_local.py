@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from storage import DirectoryFrontend
 from tests.conformance import BackendTests, FrontendTests, SaverTests
+from tests.helpers import LOCAL_URL_KINDS, local_url
 
 
-@pytest.fixture(params=["path", "file_url", "memory"])
+@pytest.fixture(params=LOCAL_URL_KINDS)
 def url(request, tmp_path):
-    if request.param == "path":
-        return str(tmp_path / "store")
-    if request.param == "file_url":
-        return f"file://{tmp_path}/store"
-    return f"memory://strata-test-{uuid.uuid4().hex}"
+    return local_url(request.param, tmp_path, "test")
 
 
 class TestLocalBackend(BackendTests):
