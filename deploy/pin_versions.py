@@ -1,7 +1,7 @@
 """Write or check ``deploy/constraints.txt``: the pinned versions the strata image installs.
 
 The image must run the versions strata is tested with, so the pins are taken from the current
-environment: every distribution ``strata[s3,ssh,sql]`` needs (recursively, with the markers of
+environment: every distribution ``strata-lineage[s3,ssh,sql]`` needs (recursively, with the markers of
 CPython 3.11 on Linux), plus the image-only packages in ``IMAGE_EXTRAS`` (bokeh for the Dask
 dashboard), each at its installed version::
 

@@ -4,7 +4,7 @@ Every data type in a graph becomes a :class:`Stream`: its partition intervals an
 ``Delayed`` per partition that yields a numpy record array. A stored type is *loaded* (slices
 of the lazy array of the first frontend that has it, one per stored partition); any other type
 is *computed*: one task per partition calls the plugin on the aligned partitions of its
-dependencies. A computed type that is to be saved gets a :class:`~storage.Saver` sink per
+dependencies. A computed type that is to be saved gets a :class:`~strata.storage.Saver` sink per
 writable frontend. Nothing runs here: :mod:`pipeline.execute` computes the sinks and outputs
 together, so shared work is done once.
 
@@ -27,8 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from storage import DataExistsError, DataKey, DataNotAvailable, ReadOnlyError, StorageFrontend
-from storage.saver import Saver
+from strata.storage import (
+    DataExistsError,
+    DataKey,
+    DataNotAvailable,
+    ReadOnlyError,
+    StorageFrontend,
+)
+from strata.storage.saver import Saver
 
 from .dtypes import merge_arrays, merged_dtype
 from .errors import CreationForbidden, PipelineError

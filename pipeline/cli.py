@@ -40,8 +40,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from storage import DirectoryFrontend, Entry, StorageError, StorageFrontend, open_frontend
-from storage.codecs import PRESETS
+from strata.storage import DirectoryFrontend, Entry, StorageError, StorageFrontend, open_frontend
+from strata.storage.codecs import PRESETS
 
 from .context import Context
 from .errors import PipelineError
@@ -63,7 +63,7 @@ def _console() -> Console:
 
 console = _console()
 DEFAULT_STORAGE = "./strata_data"
-DEMO_PLUGINS = "pipeline.demo:PLUGINS"
+DEMO_PLUGINS = "strata.pipeline.demo:PLUGINS"
 
 
 def _remember_catalog(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -79,7 +79,7 @@ def _with_catalog(
     catalog = ctx.meta.get("strata_catalog")
     if not catalog:
         return value
-    from storage.frontends.sql import SQLFrontend
+    from strata.storage.frontends.sql import SQLFrontend
 
     first, *rest = value or (DEFAULT_STORAGE,)
     return (SQLFrontend(catalog, data_url=first), *rest)
@@ -774,49 +774,3 @@ def copy_command(
         f"{len(m.segments)} segment(s), codecs {' > '.join(codecs)}; verified (sha256 per "
         "partition)"
     )
-
-
-@main.command()
-@click.option(
-    "--size-mb", default=1000.0, show_default=True, type=click.FloatRange(min=1), help="Run MB."
-)
-@click.option("--partitions", default=20, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True, help="Random seed of the records.")
-@click.option(
-    "--repeat", default=1, show_default=True, type=click.IntRange(1), help="Rounds (best kept)."
-)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
-@click.option("--workdir", type=click.Path(file_okay=False), help="Default: a temporary one.")
-@click.option("--keep", is_flag=True, help="Keep the work directory.")
-@click.option("--compressor", default=None, help="strata's preset (default: strata's default).")
-@click.option("--chunk-target-mb", type=float, default=None, help="strata's chunk size.")
-@click.option(
-    "--strax-compressors",
-    default="blosc,zstd,lz4",
-    show_default=True,
-    help="strax compressors to measure (bz2 is slow).",
-)
-@click.option("--strax-workers", default="1,2", show_default=True, help="strax max_workers.")
-@click.option(
-    "--stream-partitions",
-    default=10,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Partitions of the streaming-memory run.",
-)
-@click.option(
-    "--skip",
-    multiple=True,
-    type=click.Choice(["partial", "zarr", "codec", "strax", "stream"]),
-    help="Groups of cases not to run (repeatable).",
-)
-@_errors
-def bench(**options: Any) -> None:
-    """Benchmark strata against strax, raw Zarr and the codec alone on the same records.
-
-    Writes and reads about --size-mb of strax-like records with each system, every case in a
-    fresh process, and prints MB/s, compression, object counts, peak memory and the targets.
-    """
-    from .bench import main as bench_main
-
-    bench_main(**options, console=console)

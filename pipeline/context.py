@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from storage import (
+from strata.storage import (
     DataExistsError,
     DataKey,
     DataNotAvailable,
@@ -31,10 +31,10 @@ from storage import (
     StorageFrontend,
     open_frontend,
 )
-from storage.codecs import CompressorLike
-from storage.copy import copy_data
-from storage.keys import Lineage
-from storage.lazy import LazyData
+from strata.storage.codecs import CompressorLike
+from strata.storage.copy import copy_data
+from strata.storage.keys import Lineage
+from strata.storage.lazy import LazyData
 
 from .build import GraphBuilder, SaveTask, _assemble, _concat, select_dtype
 from .dtypes import merged_dtype
@@ -109,7 +109,7 @@ class Context:
     Parameters
     ----------
     storage
-        Frontends, or URLs/paths opened with :func:`storage.open_frontend`, in the order they
+        Frontends, or URLs/paths opened with :func:`strata.storage.open_frontend`, in the order they
         are searched. Data is saved to every writable frontend that takes its data type.
     register
         Plugin classes (or one) to register.
@@ -298,7 +298,7 @@ class Context:
         return self._plugins_for(run_id).lineage(target)
 
     def key_for(self, run_id: str, target: str) -> DataKey:
-        """The :class:`~storage.DataKey` ``target`` of ``run_id`` is stored under."""
+        """The :class:`~strata.storage.DataKey` ``target`` of ``run_id`` is stored under."""
         self._check_targets(target)
         return self._plugins_for(run_id).key(target)
 
@@ -676,7 +676,7 @@ class Context:
         into :attr:`storage`), keeping its key, partitions and metadata.
 
         Loads from the first other frontend that stores it; nothing is computed. The copy is
-        made by :func:`storage.copy.copy_data` (on this context's client, if any): optionally
+        made by :func:`strata.storage.copy.copy_data` (on this context's client, if any): optionally
         recompressed (``compressor``, e.g. ``"zstd"``) and rechunked (``rechunk_mb``), committed
         like any save and verified against the source by a sha256 of every partition. Returns
         the manifest at the destination (at once, if it is stored there and ``overwrite`` is

@@ -8,7 +8,7 @@ Messages name the plugin, run, option or partition involved and say what to do.
 
 from __future__ import annotations
 
-from storage import DataNotAvailable
+from strata.storage import DataNotAvailable
 
 __all__ = [
     "CreationForbidden",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from storage import DataExistsError
+from strata.storage import DataExistsError
 
 from .build import SaveTask
 

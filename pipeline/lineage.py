@@ -18,8 +18,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from storage import DataKey, DataNotAvailable
-from storage.keys import Lineage, validate_run_id
+from strata.storage import DataKey, DataNotAvailable
+from strata.storage.keys import Lineage, validate_run_id
 
 from .errors import OptionError, PluginDefinitionError, UnknownDataType
 from .options import lookup_path
@@ -146,5 +146,5 @@ class RunPlugins:
             self._visit(dep, (*stack, data_type), out)
 
     def key(self, data_type: str) -> DataKey:
-        """The :class:`~storage.DataKey` of ``data_type`` for this run."""
+        """The :class:`~strata.storage.DataKey` of ``data_type`` for this run."""
         return DataKey(self.run_id, data_type, self.lineage(data_type))

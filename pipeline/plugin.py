@@ -34,9 +34,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from storage import InvalidKey
-from storage.keys import normalize, validate_data_type
-from storage.records import check_dtype, check_partition
+from strata.storage import InvalidKey
+from strata.storage.keys import normalize, validate_data_type
+from strata.storage.records import check_dtype, check_partition
 
 from .dtypes import field_help, strip_titles
 from .errors import OptionError, PluginDefinitionError, PluginOutputError

@@ -73,7 +73,7 @@ def _preset(name: str) -> list[BytesBytesCodec]:
     if n in ("blosc", "blosc-zstd"):
         # blosc's clevel 1 is zstd level 1 (its clevel 3 is zstd level 5: 4x slower to write,
         # no smaller); 1 MiB blocks compress better than blosc's automatic ~64 KiB and decode
-        # faster. See `strata bench`.
+        # faster. See tests/benchmarks/bench_storage.py.
         return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", blocksize=BLOSC_BLOCKSIZE)]
     if n == "blosc-lz4":
         return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]

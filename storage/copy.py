@@ -47,7 +47,7 @@ def copy_data(
     Parameters
     ----------
     src_frontend, dst_frontend
-        Frontends, or URLs for :func:`storage.open_frontend`.
+        Frontends, or URLs for :func:`strata.storage.open_frontend`.
     key
         The stored key (exact lineage) to copy.
     compressor

@@ -9,7 +9,7 @@ produced the data, recursively::
 Its hash is a sha256 digest of canonical JSON (sorted keys, tuples as lists, numpy scalars as
 Python numbers, integral floats as ints), base32-encoded and shortened. It is the same in every
 process, machine and Python version, and never falls back to anything random: a value that
-cannot be normalised raises :class:`~storage.errors.InvalidKey`.
+cannot be normalised raises :class:`~strata.storage.errors.InvalidKey`.
 
 >>> key = DataKey("run_1", "peaks", {"peaks": ["Peaks", "1", {"threshold": 3}]})
 >>> str(key) == f"run_1-peaks-{key.lineage_hash}"

@@ -34,10 +34,10 @@ FRONTENDS: dict[str, FrontendFactory] = {
 """Scheme -> frontend factory. Other fsspec schemes get a DirectoryFrontend."""
 
 INSTALL_HINTS = {
-    "s3": "pip install 'strata[s3]' (s3fs)",
-    "ssh": "pip install 'strata[ssh]' (sshfs)",
-    "sqlite": "pip install 'strata[sql]' (SQLAlchemy)",
-    "postgresql": "pip install 'strata[sql]' (SQLAlchemy, psycopg)",
+    "s3": "pip install 'strata-lineage[s3]' (s3fs)",
+    "ssh": "pip install 'strata-lineage[ssh]' (sshfs)",
+    "sqlite": "pip install 'strata-lineage[sql]' (SQLAlchemy)",
+    "postgresql": "pip install 'strata-lineage[sql]' (SQLAlchemy, psycopg)",
 }
 
 

@@ -1,6 +1,6 @@
 """Remote storage: ``s3://`` (s3fs) and ``ssh://`` (sshfs) for strata's fsspec plumbing.
 
-:func:`ensure_registered` fills the hooks of :mod:`storage.fs` for these schemes:
+:func:`ensure_registered` fills the hooks of :mod:`strata.storage.fs` for these schemes:
 
 - **filesystems** (``FS_FACTORIES``): ``s3://bucket/prefix`` and
   ``ssh://[user@]host[:port]/path`` (also ``sftp://``; ``ssh://host/~/path`` is relative to
@@ -61,8 +61,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-S3_INSTALL_HINT = "s3:// URLs need s3fs: pip install 'strata[s3]'"
-SSH_INSTALL_HINT = "ssh:// URLs need sshfs: pip install 'strata[ssh]'"
+S3_INSTALL_HINT = "s3:// URLs need s3fs: pip install 'strata-lineage[s3]'"
+SSH_INSTALL_HINT = "ssh:// URLs need sshfs: pip install 'strata-lineage[ssh]'"
 
 S3_CONFIG_DEFAULTS: dict[str, Any] = {
     "connect_timeout": 5,
@@ -548,7 +548,7 @@ def _ssh_atomic_write(fs: Any, path: str, data: bytes) -> None:
 
 # -- registration ----------------------------------------------------------------------------
 def ensure_registered() -> None:
-    """Register the ``s3``/``ssh`` hooks in :mod:`storage.fs` (idempotent, imports nothing).
+    """Register the ``s3``/``ssh`` hooks in :mod:`strata.storage.fs` (idempotent, imports nothing).
 
     Hooks already present (registered by the user) are kept.
     """

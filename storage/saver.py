@@ -209,8 +209,8 @@ class Saver(ABC):
             ``[(start, end), ...]``, one per partition, in time order.
 
         Computing the result (threaded scheduler or a distributed client) returns the
-        committed :class:`~storage.manifest.Manifest`. If any task fails, nothing is committed;
-        call :meth:`abort` (or ``gc``) to remove what was written.
+        committed :class:`~strata.storage.manifest.Manifest`. If any task fails, nothing is
+        committed; call :meth:`abort` (or ``gc``) to remove what was written.
 
         """
         import dask

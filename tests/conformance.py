@@ -18,7 +18,7 @@ import dask
 import numpy as np
 import pytest
 
-from storage import (
+from strata.storage import (
     DataCorrupted,
     DataExistsError,
     DataKey,

@@ -23,9 +23,10 @@ class StorageBackend(ObjectStore, ABC):
     receive them and read or write storage directly.
 
     Every backend is also an object store (the openff-evaluator contract, see
-    :class:`~storage.objects.store.ObjectStore`): public ``store_object``, ``retrieve_object``,
-    ``has_object``, ``query`` and ``remove_object`` built on the primitives ``_store_object``,
-    ``_retrieve_object`` and ``_object_exists``, called under a reentrant lock.
+    :class:`~strata.storage.objects.store.ObjectStore`): public ``store_object``,
+    ``retrieve_object``, ``has_object``, ``query`` and ``remove_object`` built on the
+    primitives ``_store_object``, ``_retrieve_object`` and ``_object_exists``, called under a
+    reentrant lock.
     """
 
     readonly: bool = False
@@ -56,7 +57,7 @@ class StorageBackend(ObjectStore, ABC):
         metadata: dict[str, Any] | None = None,
         overwrite: bool = False,
     ) -> Saver:
-        """A :class:`~storage.saver.Saver` that commits ``key`` at ``backend_key``."""
+        """A :class:`~strata.storage.saver.Saver` that commits ``key`` at ``backend_key``."""
 
     @abstractmethod
     def remove(self, backend_key: str) -> None:

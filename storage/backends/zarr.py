@@ -68,7 +68,7 @@ class ZarrBackend(FsObjectStore, StorageBackend):
     storage_options
         Passed to fsspec (credentials, endpoints). Never shown in reprs or errors.
     compressor
-        A preset name (see :data:`storage.codecs.PRESETS`), a zarr or numcodecs codec, or a
+        A preset name (see :data:`strata.storage.codecs.PRESETS`), a zarr or numcodecs codec, or a
         list of them. A crc32c checksum is always appended.
     chunk_target_mb
         Uncompressed size of a chunk in MiB; much smaller partitions are merged.

@@ -151,7 +151,7 @@ class StorageFrontend(ABC):
         """Where ``key`` is stored; raises ``DataNotAvailable`` if it is not.
 
         ``fuzzy_for`` (data types) and ``fuzzy_for_options`` (option names) loosen the lineage
-        match; see :func:`storage.keys.lineage_matches`.
+        match; see :func:`strata.storage.keys.lineage_matches`.
         """
         return self.find_key(key, fuzzy_for, fuzzy_for_options)[0]
 

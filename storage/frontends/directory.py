@@ -29,11 +29,11 @@ class DirectoryFrontend(StorageFrontend):
     Parameters
     ----------
     url
-        Any URL :class:`~storage.backends.zarr.ZarrBackend` accepts.
+        Any URL :class:`~strata.storage.backends.zarr.ZarrBackend` accepts.
     storage_options
         fsspec options (credentials are never shown).
     readonly, take_only, exclude
-        See :class:`~storage.frontends.base.StorageFrontend`.
+        See :class:`~strata.storage.frontends.base.StorageFrontend`.
     compressor, chunk_target_mb
         Passed to the backend for new saves.
 

@@ -16,8 +16,8 @@ Lookups use indexes only:
   non-ignored lineage rows are exactly the wanted ones: the number of rows left after dropping
   the ``fuzzy_for`` data types and the ``fuzzy_for_options`` option names equals the wanted
   number, and so does the number of those rows equal to a wanted one. Python only re-checks the
-  one row it returns with :func:`storage.keys.lineage_matches`. The cost grows with the number
-  of stored variants of that run and data type, not with the size of the catalog.
+  one row it returns with :func:`strata.storage.keys.lineage_matches`. The cost grows with the
+  number of stored variants of that run and data type, not with the size of the catalog.
 
 Many writers: registration is one short transaction of idempotent upserts
 (``INSERT ... ON CONFLICT``); SQLite runs in WAL mode with ``BEGIN IMMEDIATE`` write
@@ -189,7 +189,7 @@ runs_table = Table(
 
 
 def _hash_of(canonical: str) -> str:
-    """:func:`storage.keys.lineage_hash` of an already canonical lineage JSON."""
+    """:func:`strata.storage.keys.lineage_hash` of an already canonical lineage JSON."""
     digest = hashlib.sha256(canonical.encode()).digest()
     return base64.b32encode(digest).decode().lower()[:HASH_LENGTH]
 
@@ -422,7 +422,7 @@ class SQLFrontend(StorageFrontend):
         named, e.g. ``postgresql+psycopg://``).
     backends
         ``{name: backend or URL}``, in the order :meth:`find` prefers them. URLs become
-        :class:`~storage.backends.zarr.ZarrBackend` objects. Default: one backend called
+        :class:`~strata.storage.backends.zarr.ZarrBackend` objects. Default: one backend called
         ``"data"`` at ``data_url``.
     data_url
         URL of the default backend. Default for a SQLite file: the directory ``<stem>_data``
@@ -437,7 +437,7 @@ class SQLFrontend(StorageFrontend):
         back to the next backend if not (one small read per find). ``False`` trusts the
         catalog.
     readonly, take_only, exclude
-        See :class:`~storage.frontends.base.StorageFrontend`. A read-only frontend never
+        See :class:`~strata.storage.frontends.base.StorageFrontend`. A read-only frontend never
         creates the catalog.
 
     Examples
@@ -1094,7 +1094,7 @@ class SQLFrontend(StorageFrontend):
     # -- stored-object queries over the catalog ---------------------------------------------
     def query(self, data_query: Any) -> dict[tuple[Any, ...], list[tuple[str, Any, str | None]]]:
         """Committed array data types matching a
-        :class:`~storage.objects.arrays.StoredArrayQuery`, evaluated in the database.
+        :class:`~strata.storage.objects.arrays.StoredArrayQuery`, evaluated in the database.
 
         Returns ``{matched values: [(object key, StoredArrayData, Zarr group path), ...]}``
         like ``StorageBackend.query``; each key's location is the first in backend order.

@@ -1,7 +1,7 @@
 """Stored objects: typed JSON documents with optional ancillary files, found by key or query.
 
 See :class:`BaseStoredData`, :class:`ReplaceableData`, :class:`BaseDataQuery` and the
-object-store methods every :class:`~storage.backends.base.StorageBackend` has
+object-store methods every :class:`~strata.storage.backends.base.StorageBackend` has
 (:class:`ObjectStore`).
 """
 

@@ -50,7 +50,7 @@ class StoredArrayData(BaseStoredData, stored_name="strata.StoredArrayData"):
 
     @property
     def key(self) -> DataKey:
-        """The :class:`~storage.keys.DataKey` of the stored data."""
+        """The :class:`~strata.storage.keys.DataKey` of the stored data."""
         return DataKey(self.run_id, self.data_type, self.lineage)
 
     @classmethod

@@ -12,7 +12,7 @@ created with an exclusive create, so of two processes storing the same object on
 and the other finds it. Ancillary files are uploaded into a fresh attempt directory *before*
 the document that names it, so a document never names missing files; a replacement writes a
 new attempt and removes the old one after the new document is in place. Two processes that
-replace the same :class:`~storage.objects.base.ReplaceableData` at the same moment are not
+replace the same :class:`~strata.storage.objects.base.ReplaceableData` at the same moment are not
 serialised (object stores offer no compare-and-swap): the last document written wins, and the
 other's attempt directory is left for :meth:`FsObjectStore.gc_objects`.
 
@@ -94,7 +94,7 @@ def _new_attempt() -> str:
 class FsObjectStore(ObjectStore):
     """The object-store primitives and a concurrent, partitioned index on an fsspec root.
 
-    Mixed into :class:`~storage.backends.zarr.ZarrBackend`, which provides ``fs``, ``url``,
+    Mixed into :class:`~strata.storage.backends.zarr.ZarrBackend`, which provides ``fs``, ``url``,
     ``protocol``, ``readonly``, ``path()`` and ``_invalidate()``.
     """
 

@@ -11,7 +11,7 @@ primitives, all called under one reentrant lock per backend instance:
   ``(None, None)`` if nothing is stored under the key;
 - ``_object_exists(storage_key)``.
 
-Keys are deterministic (see :func:`~storage.objects.base.object_key`), so an object's key is
+Keys are deterministic (see :func:`~strata.storage.objects.base.object_key`), so an object's key is
 known before it is stored and two writers of the same object meet at one key. Validation,
 deduplication and the replaceable-data rule live here, once.
 
@@ -19,7 +19,7 @@ Optional hooks let a backend do better than the defaults: ``_create_object`` (cr
 absent, atomically across processes), ``_remove_object``, and the index hooks
 ``_index_add`` / ``_index_discard`` / ``_index_contains`` / ``_index_search``. The default
 index is one internal stored object listing the keys of each class; it is safe within a
-process only. :class:`~storage.objects.fsstore.FsObjectStore` (used by ``ZarrBackend``)
+process only. :class:`~strata.storage.objects.fsstore.FsObjectStore` (used by ``ZarrBackend``)
 replaces it with one index file per object, which many processes can write at once.
 """
 
@@ -188,7 +188,7 @@ class ObjectStore(ABC):
         """Store an object (and a copy of its ancillary directory); return its key.
 
         An object whose identity is already stored is not written again: its key is returned.
-        For :class:`~storage.objects.base.ReplaceableData` the one with most information is
+        For :class:`~strata.storage.objects.base.ReplaceableData` the one with most information is
         kept; on a tie the stored one stays and its ancillary files are not touched.
 
         Raises

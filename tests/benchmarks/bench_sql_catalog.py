@@ -34,8 +34,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from storage import DataKey, Location
-from storage.frontends.sql import (
+from strata.storage import DataKey, Location
+from strata.storage.frontends.sql import (
     SQLFrontend,
     deps_table,
     entries_table,
@@ -43,8 +43,8 @@ from storage.frontends.sql import (
     options_table,
     value_hash,
 )
-from storage.keys import canonical_json, lineage_hash
-from storage.manifest import Manifest
+from strata.storage.keys import canonical_json, lineage_hash
+from strata.storage.manifest import Manifest
 
 PER_TYPE = 10  # lineage variants per (run_id, data_type)
 TYPES = 10  # data types per run
@@ -267,7 +267,7 @@ def run(urls: dict[int, str], label: str, queries: int, data_dir: str, rounds: i
 
 def print_plans(fe: SQLFrontend, size: int) -> None:
     """The database's plans for an exact and a fuzzy lookup: index probes, no table scans."""
-    from storage.frontends.sql import _exact_statement, _fuzzy_statement
+    from strata.storage.frontends.sql import _exact_statement, _fuzzy_statement
 
     key = key_of(size // 2)
     with fe.engine.connect() as conn:
@@ -319,7 +319,7 @@ def main() -> None:
                 urls = {n: server.create_database() for n in sizes}
                 run(urls, "PostgreSQL (local server, 127.0.0.1)", a.queries, tmp)
             finally:
-                from storage.frontends.sql import _ENGINES
+                from strata.storage.frontends.sql import _ENGINES
 
                 for engine in _ENGINES.values():
                     engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage import DataKey, DirectoryFrontend
+from strata.storage import DataKey, DirectoryFrontend
 
 
 def attempt_dirs(root: Path, key: DataKey) -> list[Path]:

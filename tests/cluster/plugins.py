@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import Option, Plugin
+from strata.pipeline import Option, Plugin
 
 GATE_TIMEOUT = 120.0
 """Seconds a gated partition waits for ``release`` before it fails."""

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from distributed import get_task_stream
 
-from pipeline import Context
-from pipeline.cli import _dashboard_link, main
-from storage import DirectoryFrontend
+from strata.pipeline import Context
+from strata.pipeline.cli import _dashboard_link, main
+from strata.storage import DirectoryFrontend
 from tests.cluster import plugins
 from tests.cluster.conftest import strata_command, subprocess_env, worker_pids
 

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from distributed import get_task_stream
 
-from pipeline import Context
-from pipeline.cli import main
-from storage import DirectoryFrontend
+from strata.pipeline import Context
+from strata.pipeline.cli import main
+from strata.storage import DirectoryFrontend
 from tests.cluster import plugins
 from tests.cluster.conftest import worker_pids
 

@@ -22,9 +22,9 @@ import pytest
 from click.testing import CliRunner
 from distributed import get_task_stream
 
-from pipeline import Context
-from pipeline.cli import main
-from storage import DirectoryFrontend
+from strata.pipeline import Context
+from strata.pipeline.cli import main
+from strata.storage import DirectoryFrontend
 from tests.cluster import plugins
 from tests.cluster.conftest import (
     DEADLINE,
@@ -191,7 +191,7 @@ def test_client_killed_with_sigkill_mid_save(cluster, tmp_path):
 def test_two_clients_make_the_same_target_at_once(cluster, tmp_path, caplog):
     """Both save, one commits, the other loses the race; both return the same, right data
     (the loser's own outputs: a lost commit race is no error on a cluster)."""
-    caplog.set_level(logging.INFO, logger="pipeline")
+    caplog.set_level(logging.INFO, logger="strata.pipeline")
     procs, client = cluster
     config = {"n_partitions": 5, "rows": 3000, "width": 16}
     gate = tmp_path / "gate"
@@ -232,14 +232,14 @@ def test_two_clients_make_the_same_target_at_once(cluster, tmp_path, caplog):
     assert fe.gc(min_age_seconds=0, dry_run=True) == []
     lost = [r.getMessage() for r in caplog.records if "committed by another saver" in r.message]
     assert lost, "a commit race was lost"
-    assert not [r for r in caplog.records if r.name == "pipeline.context"]  # no redo
+    assert not [r for r in caplog.records if r.name == "strata.pipeline.context"]  # no redo
     wait_for(lambda: cluster_idle(client), "the cluster to be idle")
 
 
 def test_two_threaded_makes_of_the_same_target_at_once(tmp_path, caplog):
     """Without a cluster: the graph stops at the lost commit, and the loser loads the data
     the winner committed."""
-    caplog.set_level(logging.INFO, logger="pipeline.context")
+    caplog.set_level(logging.INFO, logger="strata.pipeline.context")
     config = {"n_partitions": 4, "rows": 500, "width": 4}
     gate = tmp_path / "gate"
     gate.mkdir()

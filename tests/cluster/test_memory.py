@@ -8,8 +8,8 @@ import resource
 import dask
 import pytest
 
-from pipeline import Context
-from storage import DirectoryFrontend
+from strata.pipeline import Context
+from strata.storage import DirectoryFrontend
 from tests.cluster import plugins
 from tests.cluster.conftest import worker_pids
 

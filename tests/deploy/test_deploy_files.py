@@ -209,10 +209,10 @@ def dask_commands() -> dict[str, click.Command]:
 
 @cache
 def strata_cli() -> click.Group:
-    import pipeline.cli
+    import strata.pipeline.cli
 
-    group = getattr(pipeline.cli, "cli", None) or pipeline.cli.main
-    assert isinstance(group, click.Group), "pipeline.cli.main is not a click group"
+    group = getattr(strata.pipeline.cli, "cli", None) or strata.pipeline.cli.main
+    assert isinstance(group, click.Group), "strata.pipeline.cli.main is not a click group"
     return group
 
 
@@ -253,9 +253,9 @@ def parse_strata(argv: list[str]) -> click.Context | None:
     ctx = cmd.make_context(f"strata {name}", rest)
     for spec in ctx.params.get("plugin_specs") or ():
         if spec.split(":")[0].split(".")[0] in ("pipeline", "storage"):
-            import pipeline.cli
+            import strata.pipeline.cli
 
-            assert pipeline.cli.load_plugins([spec]), spec
+            assert strata.pipeline.cli.load_plugins([spec]), spec
     return ctx
 
 
@@ -451,7 +451,7 @@ def pins_module() -> Any:
 
 
 def test_constraints_equal_the_tested_environment(pins_module: Any) -> None:
-    """Every pin is the installed version; every dependency of strata[s3,ssh,sql] is pinned."""
+    """Every pin is the installed version; every dependency of strata-lineage[s3,ssh,sql] is pinned."""
     text, problems = pins_module.expected()
     assert not problems, problems
     current = (DEPLOY / "constraints.txt").read_text()
@@ -746,7 +746,7 @@ def test_compose_catalog_url_matches_postgres() -> None:
         raw["postgres"]["environment"]["POSTGRES_PASSWORD"]
         in (raw["worker"]["environment"]["STRATA_CATALOG"])
     ), "the catalog URL must use the same password variable as the database"
-    from storage.frontends.sql import normalize_db_url
+    from strata.storage.frontends.sql import normalize_db_url
 
     assert normalize_db_url(str(url.render_as_string(hide_password=False))).startswith(
         "postgresql+psycopg://"
@@ -771,7 +771,7 @@ def test_compose_results_volume_is_the_image_workdir() -> None:
 ENV_PROBE = r"""
 import json, os
 import dask.config, distributed
-from storage.fs import open_fs
+from strata.storage.fs import open_fs
 fs, root = open_fs(os.environ["STRATA_STORAGE"])
 fs.connect()
 creds = fs.s3._request_signer._credentials
@@ -853,7 +853,7 @@ def test_strata_cli_reads_catalog_and_scheduler_from_env(var: str) -> None:
         var == "DASK_SCHEDULER_ADDRESS" and ("scheduler-address" in source or var in source)
     )
     if not honoured:
-        pytest.skip(f"pipeline.cli does not read {var} yet (deploy/ sets it; issue 7)")
+        pytest.skip(f"strata.pipeline.cli does not read {var} yet (deploy/ sets it; issue 7)")
 
 
 # -- Kubernetes ---------------------------------------------------------------------------------

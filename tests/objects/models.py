@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from storage.objects import BaseDataQuery, BaseStoredData, ReplaceableData
+from strata.storage.objects import BaseDataQuery, BaseStoredData, ReplaceableData
 
 
 class Measurement(BaseStoredData, stored_name="test.Measurement"):

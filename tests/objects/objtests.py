@@ -18,8 +18,15 @@ import threading
 import fsspec
 import pytest
 
-from storage import DataCorrupted, DataKey, DataNotAvailable, InvalidKey, ReadOnlyError, ZarrBackend
-from storage.objects import (
+from strata.storage import (
+    DataCorrupted,
+    DataKey,
+    DataNotAvailable,
+    InvalidKey,
+    ReadOnlyError,
+    ZarrBackend,
+)
+from strata.storage.objects import (
     InvalidObject,
     StoredArrayData,
     StoredArrayQuery,
@@ -239,7 +246,7 @@ class FsObjectStoreTests(ObjectStoreTests):
         raw = store.fs.cat_file(path)
         import json
 
-        from storage.objects.base import _checksum
+        from strata.storage.objects.base import _checksum
 
         doc = json.loads(raw)
         doc.pop("checksum")
@@ -335,7 +342,7 @@ class FsObjectStoreTests(ObjectStoreTests):
         # zarr_store only builds the store: zarr cannot open ssh:// URLs by itself)
         import zarr
 
-        from storage.fs import zarr_store
+        from strata.storage.fs import zarr_store
 
         group = zarr.open_group(store=zarr_store(path, store.storage_options), mode="r")
         assert group.attrs["strata"]["key"]["run_id"] == "run_1"

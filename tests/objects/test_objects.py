@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from storage.objects import ObjectStore
-from storage.objects.base import document_bytes, from_document, parse_document
+from strata.storage.objects import ObjectStore
+from strata.storage.objects.base import document_bytes, from_document, parse_document
 from tests.helpers import LOCAL_URL_KINDS, local_url
 from tests.objects.objtests import FsObjectStoreTests, ObjectStoreTests
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 import traceback
 
-from storage import ZarrBackend
+from strata.storage import ZarrBackend
 from tests.objects.models import Measurement, SimulationResult
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage import DirectoryFrontend
+from strata.storage import DirectoryFrontend
 from tests.pipeline import toys
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from storage import DirectoryFrontend
+from strata.pipeline.cli import main
+from strata.storage import DirectoryFrontend
 
 ROOT = Path(__file__).resolve().parents[2]
 TOYS = "tests.pipeline.toys:TOYS"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from pipeline import demo
-from pipeline.cli import main
-from storage.frontends.sql import SQLFrontend
+from strata.pipeline import demo
+from strata.pipeline.cli import main
+from strata.storage.frontends.sql import SQLFrontend
 
 
 def test_make_ls_gc_through_a_catalog(tmp_path):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from distributed import get_task_stream
 
-from pipeline import Context, PluginOutputError, demo
-from storage import DirectoryFrontend
+from strata.pipeline import Context, PluginOutputError, demo
+from strata.storage import DirectoryFrontend
 from tests.helpers import two_worker_client
 from tests.pipeline import toys
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import (
+from strata.pipeline import (
     Context,
     CreationForbidden,
     IncompatibleTargets,
     PipelineError,
     PluginOutputError,
 )
-from storage import DataNotAvailable, DirectoryFrontend
+from strata.storage import DataNotAvailable, DirectoryFrontend
 from tests.pipeline import toys
 
 

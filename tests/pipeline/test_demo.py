@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import Context, demo
-from storage import DirectoryFrontend
+from strata.pipeline import Context, demo
+from strata.storage import DirectoryFrontend
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import Context, OptionError, OptionTypeError, UnknownDataType
+from strata.pipeline import Context, OptionError, OptionTypeError, UnknownDataType
 from tests.pipeline import toys
 
 
@@ -156,7 +156,7 @@ def test_config_replace_mode(ctx):
 
 
 def test_registering_something_else_fails(ctx):
-    from pipeline import PluginDefinitionError
+    from strata.pipeline import PluginDefinitionError
 
     with pytest.raises(PluginDefinitionError, match="an instance"):
         ctx.register(toys.Ticks())  # type: ignore[arg-type]
@@ -179,7 +179,7 @@ def test_dependency_cycles_are_reported():
         def compute(self, a, start, end):
             return a
 
-    from pipeline import PluginDefinitionError
+    from strata.pipeline import PluginDefinitionError
 
     ctx = Context(register=[A, B])
     with pytest.raises(PluginDefinitionError, match="dependency cycle: a -> b -> a"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import (
+from strata.pipeline import (
     Option,
     OptionError,
     OptionTypeError,
@@ -14,7 +14,7 @@ from pipeline import (
     PluginOutputError,
     SaveWhen,
 )
-from pipeline.build import align_intervals
+from strata.pipeline.build import align_intervals
 from tests.pipeline import toys
 
 

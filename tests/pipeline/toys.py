@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline import Option, Plugin, SaveWhen, time_fields
+from strata.pipeline import Option, Plugin, SaveWhen, time_fields
 
 CALLS: Counter[str] = Counter()
 _LOCK = threading.Lock()

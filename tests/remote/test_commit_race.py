@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from storage import DataExistsError, DataKey, ZarrBackend
-from storage.fs import exclusive_write, open_fs
+from strata.storage import DataExistsError, DataKey, ZarrBackend
+from strata.storage.fs import exclusive_write, open_fs
 from tests.helpers import STRAX_DTYPE, lineage, make_run
 
 KEY = DataKey("run_1", "records", lineage("records", threshold=1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage import DirectoryFrontend
+from strata.storage import DirectoryFrontend
 from tests.conformance import BackendTests, FrontendTests, SaverTests
 
 

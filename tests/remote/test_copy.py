@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from storage import (
+from strata.storage import (
     DataCorrupted,
     DataExistsError,
     DataKey,
@@ -15,7 +15,7 @@ from storage import (
     DirectoryFrontend,
     ReadOnlyError,
 )
-from storage.copy import _compare, copy_data, partition_digests
+from strata.storage.copy import _compare, copy_data, partition_digests
 from tests.helpers import STRAX_DTYPE, lineage, make_run
 
 KEY = DataKey("run_1", "records", lineage("records", threshold=1))

@@ -9,8 +9,8 @@ import dask
 import numpy as np
 import pytest
 
-from storage import DataKey, DirectoryFrontend
-from storage.copy import copy_data
+from strata.storage import DataKey, DirectoryFrontend
+from strata.storage.copy import copy_data
 from tests.helpers import PARTITION_NS, STRAX_DTYPE, lineage, make_records, two_worker_client
 
 pytestmark = pytest.mark.slow
@@ -97,7 +97,7 @@ def test_copy_on_the_cluster(client, s3_url, s3_options, ssh_url, ssh_options):
 
 
 def test_pipeline_make_and_get_array_on_the_cluster(client, frontend):
-    from pipeline import Context
+    from strata.pipeline import Context
     from tests.pipeline import toys
 
     frontend.write_run_metadata("r1", {"calibration": {"gain": 1.5}})

@@ -9,12 +9,12 @@ import sys
 def test_missing_extra_names_the_install_command():
     code = (
         "import sys; sys.modules['s3fs'] = None; sys.modules['sshfs'] = None\n"
-        "from storage import ZarrBackend\n"
+        "from strata.storage import ZarrBackend\n"
         "for url, extra in (('s3://bucket/x', 's3'), ('ssh://host/x', 'ssh')):\n"
         "    try:\n"
         "        ZarrBackend(url).fs\n"
         "    except ImportError as e:\n"
-        "        assert f\"pip install 'strata[{extra}]'\" in str(e), e\n"
+        "        assert f\"pip install 'strata-lineage[{extra}]'\" in str(e), e\n"
         "    else:\n"
         "        raise AssertionError(url)\n"
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import Context
-from storage import DirectoryFrontend
+from strata.pipeline import Context
+from strata.storage import DirectoryFrontend
 from tests.pipeline import toys
 from tests.remote.fixtures import forget
 

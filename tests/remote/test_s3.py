@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from storage import DataKey, DataNotAvailable, DirectoryFrontend
-from storage.fs import exclusive_write, open_fs
-from storage.remote import (
+from strata.storage import DataKey, DataNotAvailable, DirectoryFrontend
+from strata.storage.fs import exclusive_write, open_fs
+from strata.storage.remote import (
     AccessDenied,
     AuthenticationFailed,
     BucketNotFound,

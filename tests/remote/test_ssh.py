@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from storage import DataKey, DirectoryFrontend
-from storage.fs import atomic_write, exclusive_write, open_fs
-from storage.remote import (
+from strata.storage import DataKey, DirectoryFrontend
+from strata.storage.fs import atomic_write, exclusive_write, open_fs
+from strata.storage.remote import (
     AccessDenied,
     AuthenticationFailed,
     StorageUnreachable,

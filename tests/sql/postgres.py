@@ -223,7 +223,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """The URL of a fresh, empty database, dropped after the test."""
-    from storage.frontends.sql import _ENGINES, _ENGINES_LOCK
+    from strata.storage.frontends.sql import _ENGINES, _ENGINES_LOCK
 
     url = postgres_server.create_database()
     yield url

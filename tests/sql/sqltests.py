@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from storage import (
+from strata.storage import (
     DataExistsError,
     DataKey,
     DataNotAvailable,
@@ -26,9 +26,9 @@ from storage import (
     lineage_matches,
     open_frontend,
 )
-from storage.frontends.sql import SCHEMA_VERSION, SchemaVersionError, SQLFrontend, info_table
-from storage.manifest import Manifest
-from storage.objects import StoredArrayQuery
+from strata.storage.frontends.sql import SCHEMA_VERSION, SchemaVersionError, SQLFrontend, info_table
+from strata.storage.manifest import Manifest
+from strata.storage.objects import StoredArrayQuery
 from tests.helpers import STRAX_DTYPE, make_run
 from tests.sql.workers import equal_records, key_for, save_and_hang, save_many
 
@@ -303,7 +303,7 @@ class SQLCatalogTests:
         assert fe.loader(key).to_numpy().tobytes() == np.concatenate(parts).tobytes()
 
     def test_scan_imports_a_directory_store(self, db_url, tmp_path):
-        from storage import DirectoryFrontend
+        from strata.storage import DirectoryFrontend
 
         d = DirectoryFrontend(str(tmp_path / "dir"))
         keys = [key_for("run_1", "a"), key_for("run_2", "b")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.frontends.sql import SQLFrontend
+from strata.storage.frontends.sql import SQLFrontend
 from tests.conformance import FrontendTests
 from tests.sql.sqltests import SQLCatalogTests
 

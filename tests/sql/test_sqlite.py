@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from storage.frontends.sql import SQLFrontend
+from strata.storage.frontends.sql import SQLFrontend
 from tests.conformance import FrontendTests
 from tests.sql.sqltests import SQLCatalogTests
 
@@ -27,7 +27,7 @@ class TestSQLiteFrontend(FrontendTests, SQLCatalogTests):
 
 def test_sqlalchemy_is_imported_only_for_sql_catalogs(tmp_path):
     code = (
-        "import sys, storage\n"
+        "import sys\nfrom strata import storage\n"
         f"storage.open_frontend({str(tmp_path / 'dir')!r})\n"
         "assert 'sqlalchemy' not in sys.modules\n"
         f"fe = storage.open_frontend('sqlite:///{tmp_path}/c.db')\n"
@@ -48,9 +48,9 @@ def test_default_data_directory(tmp_path, monkeypatch):
 def test_context_and_cli_with_a_sqlite_url(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from pipeline import Context
-    from pipeline.cli import main
-    from storage import StoredArrayQuery
+    from strata.pipeline import Context
+    from strata.pipeline.cli import main
+    from strata.storage import StoredArrayQuery
     from tests.pipeline import toys
 
     monkeypatch.chdir(tmp_path)

@@ -6,8 +6,8 @@ import traceback
 
 import numpy as np
 
-from storage import DataExistsError, DataKey
-from storage.frontends.sql import SQLFrontend
+from strata.storage import DataExistsError, DataKey
+from strata.storage.frontends.sql import SQLFrontend
 from tests.helpers import STRAX_DTYPE, lineage, make_records, make_run
 
 

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from storage import DataExistsError, DataKey, ZarrBackend
+from strata.storage import DataExistsError, DataKey, ZarrBackend
 from tests.helpers import STRAX_DTYPE, lineage, make_run
 
 KEY = DataKey("run_1", "records", lineage("records", threshold=1))

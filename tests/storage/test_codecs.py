@@ -6,7 +6,7 @@ import numcodecs
 import pytest
 from zarr.codecs import ZstdCodec
 
-from storage import DataKey, ZarrBackend, codec_chain
+from strata.storage import DataKey, ZarrBackend, codec_chain
 from tests.helpers import STRAX_DTYPE, lineage, make_run
 
 

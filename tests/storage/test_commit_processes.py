@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from storage import DirectoryFrontend, ZarrBackend
+from strata.storage import DirectoryFrontend, ZarrBackend
 from tests.helpers import STRAX_DTYPE, make_run
 from tests.storage._workers import KEY, race_save
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from storage import DataCorrupted, DataKey, DirectoryFrontend
+from strata.storage import DataCorrupted, DataKey, DirectoryFrontend
 from tests.helpers import STRAX_DTYPE, lineage, make_run
 
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from storage import DataKey, InvalidKey, canonical_json, lineage_hash, lineage_matches
+from strata.storage import DataKey, InvalidKey, canonical_json, lineage_hash, lineage_matches
 
 LINEAGE = {
     "peaks": ["Peaks", "0.2.0", {"threshold": 3.5, "channels": (0, 1, 2), "mode": "sum"}],
@@ -62,7 +62,7 @@ def test_unnormalisable_values_raise(bad):
 
 
 def test_same_hash_in_another_process():
-    code = f"from storage import lineage_hash;print(lineage_hash({LINEAGE!r}))"
+    code = f"from strata.storage import lineage_hash;print(lineage_hash({LINEAGE!r}))"
     outs = set()
     for seed in ("0", "1", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=seed)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from storage import DataKey, DirectoryFrontend
+from strata.storage import DataKey, DirectoryFrontend
 from tests.helpers import PARTITION_NS, STRAX_DTYPE, lineage, make_run
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage import DirectoryFrontend, ZarrBackend, open_backend, open_frontend
+from strata.storage import DirectoryFrontend, ZarrBackend, open_backend, open_frontend
 
 
 def test_paths_and_urls(tmp_path):

@@ -1,4 +1,4 @@
-"""``strata bench``: strata against strax, raw Zarr and the codec limit, on the same data.
+"""The storage benchmark's cases: strata against strax, raw Zarr and the codec limit.
 
 One run generates strax-like records deterministically (fields ``time`` int64, ``length``
 int32, ``dt`` int16, ``channel`` int16, ``area`` float32, ``data`` float32[110]: 460 bytes a
@@ -35,8 +35,8 @@ runs; "+MB" is that peak less the resident size just before it (for writes, the 
 partitions are already in memory). Reads come from the page cache (the data was just
 written): they measure decoding and assembly, not the disk.
 
-Run it as ``strata bench`` or ``python tests/benchmarks/bench_storage.py``; a case alone runs
-as ``python -m pipeline.bench`` with its JSON spec on stdin.
+Run it as ``python tests/benchmarks/bench_storage.py``; a case alone runs as
+``python tests/benchmarks/storage_cases.py`` with its JSON spec on stdin.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ from typing import Any
 
 import numpy as np
 
-from .options import Option
-from .plugin import Plugin
+from strata.pipeline.options import Option
+from strata.pipeline.plugin import Plugin
 
 __all__ = [
     "RECORD_DTYPE",
@@ -331,7 +331,7 @@ def _warm_strata(spec: dict[str, Any]) -> None:
 
 
 def _strata_context(spec: dict[str, Any], root: str, n_partitions: int) -> Any:
-    from storage import DirectoryFrontend
+    from strata.storage import DirectoryFrontend
 
     from .context import Context
 
@@ -466,7 +466,7 @@ def _case_strax_read(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _strata_backend(spec: dict[str, Any]) -> Any:
-    from storage import ZarrBackend
+    from strata.storage import ZarrBackend
 
     kwargs: dict[str, Any] = {}
     if spec.get("compressor") is not None:
@@ -477,7 +477,7 @@ def _strata_backend(spec: dict[str, Any]) -> Any:
 
 
 def _chunk_rows(chunk_target_bytes: int, row_bytes: int, rows: int) -> int:
-    """As :meth:`storage.backends.zarr.ZarrSaver._chunk_rows`: rows of a chunk of a segment."""
+    """As ``ZarrSaver._chunk_rows``: rows of a chunk of a segment."""
     max_rows = max(1, chunk_target_bytes // max(1, row_bytes))
     nchunks = max(1, math.ceil(rows / max_rows))
     return max(1, math.ceil(rows / nchunks))
@@ -663,7 +663,7 @@ def _run_case(spec: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ)
     env.setdefault("PYTHONHASHSEED", "0")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.bench"],
+        [sys.executable, os.path.abspath(__file__)],
         input=json.dumps(spec),
         capture_output=True,
         text=True,
@@ -765,7 +765,7 @@ def _group(system: str, operation: str) -> str:
 
 
 def _strata_setting(cfg: BenchConfig) -> str:
-    from storage.codecs import DEFAULT_PRESET
+    from strata.storage.codecs import DEFAULT_PRESET
 
     comp = cfg.compressor or DEFAULT_PRESET
     chunk = cfg.chunk_target_mb
@@ -1150,7 +1150,7 @@ def main(
     console: Any = None,
 ) -> dict[str, Any]:
     """Run the benchmark, print its tables (and progress) on ``console`` and write the JSON to
-    ``json_path``; what ``strata bench`` does. Returns the results.
+    ``json_path``; what ``bench_storage.py`` does. Returns the results.
     """
     from rich.console import Console
 
