@@ -25,13 +25,16 @@ from __future__ import annotations
 from .context import CONTEXT_OPTIONS, Context
 from .dtypes import field_help, merge_arrays, strip_titles, time_dt_fields, time_fields
 from .errors import (
+    ClusterError,
     CreationForbidden,
     IncompatibleTargets,
+    NoUsableWorkers,
     OptionError,
     OptionTypeError,
     PipelineError,
     PluginDefinitionError,
     PluginOutputError,
+    SchedulerUnreachable,
     UnknownDataType,
 )
 from .options import MISSING, Option
@@ -40,9 +43,11 @@ from .plugin import Plugin, SaveWhen
 __all__ = [
     "CONTEXT_OPTIONS",
     "MISSING",
+    "ClusterError",
     "Context",
     "CreationForbidden",
     "IncompatibleTargets",
+    "NoUsableWorkers",
     "Option",
     "OptionError",
     "OptionTypeError",
@@ -51,6 +56,7 @@ __all__ = [
     "PluginDefinitionError",
     "PluginOutputError",
     "SaveWhen",
+    "SchedulerUnreachable",
     "UnknownDataType",
     "field_help",
     "merge_arrays",

@@ -23,7 +23,7 @@ import operator
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,9 +31,11 @@ from strata.storage import (
     DataExistsError,
     DataKey,
     DataNotAvailable,
+    Location,
     ReadOnlyError,
     StorageFrontend,
 )
+from strata.storage.commit import LostRace
 from strata.storage.saver import Saver
 
 from .dtypes import merge_arrays, merged_dtype
@@ -41,7 +43,7 @@ from .errors import CreationForbidden, PipelineError
 from .lineage import RunPlugins
 from .plugin import Plugin, SaveWhen
 
-__all__ = ["GraphBuilder", "Stream", "align_intervals", "select_dtype"]
+__all__ = ["Found", "GraphBuilder", "Stream", "align_intervals", "select_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,22 @@ class Stream:
     """The key it is loaded under (differs from :attr:`key` for a fuzzy match)."""
     fuzzy: bool = False
     """Loaded by a fuzzy match, or computed from such data: never saved."""
+
+
+class Found(NamedTuple):
+    """Where a data type is stored: the frontend, the stored key (differs from the wanted one
+    for a fuzzy match) and its location there (holding the manifest when finding read it).
+    """
+
+    frontend: StorageFrontend
+    key: DataKey
+    location: Location
+
+    def loader(
+        self, fields: Sequence[str] | None = None, time_range: tuple[int, int] | None = None
+    ) -> Any:
+        """Lazy data at this location (the manifest is not read again if already read)."""
+        return self.frontend.loader_at(self.location, fields=fields, time_range=time_range)
 
 
 @dataclass
@@ -217,8 +235,10 @@ class GraphBuilder:
         self._gathered: dict[tuple[str, tuple[int, ...]], Any] = {}
 
     # -- finding ----------------------------------------------------------------------------
-    def find(self, data_type: str) -> tuple[StorageFrontend, DataKey] | None:
-        """The first frontend storing ``data_type`` (exactly, else fuzzily) and its stored key."""
+    def find(self, data_type: str) -> Found | None:
+        """The first frontend storing ``data_type`` (exactly, else fuzzily), its stored key and
+        location; ``None`` if no frontend stores it.
+        """
         key = self.plugins.key(data_type)
         passes: list[tuple[tuple[str, ...], tuple[str, ...]]] = [((), ())]
         if self.fuzzy_for or self.fuzzy_for_options:
@@ -228,10 +248,10 @@ class GraphBuilder:
                 if not fe.takes(data_type):
                     continue
                 try:
-                    _, stored = fe.find_key(key, fuzzy_for, fuzzy_for_options)
+                    loc, stored = fe.find_key(key, fuzzy_for, fuzzy_for_options)
                 except DataNotAvailable:
                     continue
-                return fe, stored
+                return Found(fe, stored, loc)
         return None
 
     def is_stored(self, data_type: str) -> bool:
@@ -244,20 +264,21 @@ class GraphBuilder:
         if data_type not in self.streams:
             found = self.find(data_type)
             if found is not None:
-                self.streams[data_type] = self.load(data_type, *found)
+                self.streams[data_type] = self.load(data_type, found)
             else:
                 self._compute(data_type)
         return self.streams[data_type]
 
-    def load(self, data_type: str, frontend: StorageFrontend, stored: DataKey) -> Stream:
-        """The stream of ``data_type`` read from ``frontend`` under key ``stored``."""
+    def load(self, data_type: str, found: Found) -> Stream:
+        """The stream of ``data_type`` read from where ``found`` says it is."""
         import dask
 
+        frontend, stored = found.frontend, found.key
         key = self.plugins.key(data_type)
         fuzzy = stored != key
         if fuzzy:
             logger.info("run %s: loading %s for %s (fuzzy match)", self.run_id, stored, key)
-        lazy = frontend.loader(stored)
+        lazy = found.loader()
         m = lazy.manifest
         dtype = lazy.dtype
         intervals: list[Interval] = []
@@ -384,7 +405,11 @@ class GraphBuilder:
             if fe.readonly or not fe.takes(stream.data_type):
                 continue
             try:
-                saver = fe.saver(stream.key, stream.dtype, metadata=metadata)
+                # a key names what produced the data: if another saver commits it first, the
+                # stored data is what this one would have written (storage.commit)
+                saver = fe.saver(
+                    stream.key, stream.dtype, metadata=metadata, lost_race=LostRace.USE_STORED
+                )
             except (DataExistsError, ReadOnlyError) as e:
                 logger.info("not saving %s to %r: %s", stream.key, fe, e)
                 continue

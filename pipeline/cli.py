@@ -40,9 +40,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from strata.storage import DirectoryFrontend, Entry, StorageError, StorageFrontend, open_frontend
+from strata.storage import Entry, StorageError, StorageFrontend, open_frontend
 from strata.storage.codecs import PRESETS
 
+from .cluster import (
+    DEFAULT_WORKER_TIMEOUT,
+    WORKER_TIMEOUT_ENV,
+    connect,
+    plugin_modules,
+    watched,
+    worker_timeout_from_env,
+)
 from .context import Context
 from .errors import PipelineError
 from .plugin import Plugin, plugins_in
@@ -199,10 +207,36 @@ def _parse_config(items: Sequence[str]) -> dict[str, Any]:
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
 
+def _remember_worker_timeout(ctx: click.Context, param: click.Parameter, value: float) -> None:
+    ctx.meta["strata_worker_timeout"] = value
+
+
+def _worker_timeout() -> float:
+    """``--worker-timeout`` of the running command, else ``STRATA_WORKER_TIMEOUT``, else 60."""
+    ctx = click.get_current_context(silent=True)
+    value = ctx.meta.get("strata_worker_timeout") if ctx is not None else None
+    return float(value) if value is not None else worker_timeout_from_env()
+
+
 def _cluster_options(default: str | None, help: str) -> Callable[..., Any]:
-    """``--scheduler`` (also from ``DASK_SCHEDULER_ADDRESS``) and ``--scheduler-file``."""
+    """``--scheduler`` (also from ``DASK_SCHEDULER_ADDRESS``), ``--scheduler-file`` and
+    ``--worker-timeout`` (also from ``STRATA_WORKER_TIMEOUT``).
+    """
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option(
+            "--worker-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=DEFAULT_WORKER_TIMEOUT,
+            show_default=True,
+            envvar=WORKER_TIMEOUT_ENV,
+            show_envvar=True,
+            expose_value=False,  # read by _dask_client: the commands need not pass it on
+            callback=_remember_worker_timeout,
+            help="Seconds to wait for the scheduler and for a worker that can import strata "
+            "and the plugins, and for a worker to return when a cluster loses all of them "
+            "mid-job; then fail (inf: wait for ever).",
+        )(f)
         f = click.option(
             "--scheduler-file",
             "scheduler_file",
@@ -263,17 +297,25 @@ def _cluster_banner(client: Any) -> None:
         f"{sum(nthreads.values())} thread(s)"
     )
     if not nthreads:
-        _say("the cluster has no workers yet: tasks wait until workers join")
+        _say("the cluster has no workers now: tasks wait up to --worker-timeout for one")
     link = _dashboard_link(client)
     _say(f"dashboard: {link}" if link else "dashboard: none (the scheduler serves no dashboard)")
 
 
 @contextmanager
 def _dask_client(
-    scheduler: str | None, workers: int, scheduler_file: Path | None = None
+    scheduler: str | None,
+    workers: int,
+    scheduler_file: Path | None = None,
+    plugins: Sequence[type[Plugin]] = (),
 ) -> Iterator[Any]:
     """``None`` for ``threads``; a client of the scheduler at ``scheduler`` or described in
     ``scheduler_file``; else a local process cluster of ``workers`` processes.
+
+    A remote cluster is used once one of its workers imports strata and the modules of
+    ``plugins``; a scheduler that does not answer, or no such worker, within
+    ``--worker-timeout`` seconds is an error, and so is a cluster that loses every worker for
+    that long while the command waits for its tasks (see :mod:`strata.pipeline.cluster`).
     """
     if scheduler_file is None and scheduler == "threads":
         yield None
@@ -285,11 +327,15 @@ def _dask_client(
         # this process and its routine messages are noise on a terminal.
         logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler_file is not None or scheduler:
-        if scheduler_file is not None:
-            remote = Client(scheduler_file=str(scheduler_file))
-        else:
-            remote = Client(address=scheduler)
-        with remote as client:
+        timeout = _worker_timeout()
+        remote = connect(
+            None if scheduler_file is not None else scheduler,
+            scheduler_file,
+            timeout=timeout,
+            modules=plugin_modules(plugins),
+            report=_say,
+        )
+        with remote as client, watched(client, timeout):
             _cluster_banner(client)
             yield client
         return
@@ -341,12 +387,10 @@ def _seconds(start: str, end: str) -> float:
 def _stored_bytes(fe: StorageFrontend, entry: Entry) -> int | None:
     if entry.stored_bytes is not None:
         return entry.stored_bytes
-    if isinstance(fe, DirectoryFrontend):
-        try:
-            return fe.stored_bytes(entry.key)
-        except (StorageError, OSError):
-            return None
-    return None
+    try:
+        return fe.stored_bytes(entry.key)
+    except (StorageError, OSError):
+        return None
 
 
 def _table(title: str) -> Table:
@@ -482,7 +526,7 @@ def demo(
         frontends[0].write_run_metadata(run, doc)
     _say(f"Run metadata written for {len(run_ids)} run(s) ({size}) in {frontends[0]!r}")
     scheduler, scheduler_file = _scheduler_choice(scheduler, scheduler_file)
-    with _dask_client(scheduler, workers, scheduler_file) as client:
+    with _dask_client(scheduler, workers, scheduler_file, PLUGINS) as client:
         where = "threads" if client is None else f"Dask cluster {client.scheduler.address}"
         _say(f"Computing on {where}")
         ctx = Context(storage=frontends, register=PLUGINS, config={"seed": seed}, client=client)
@@ -562,7 +606,7 @@ def make(
     """
     plugins = load_plugins(plugin_specs)
     sched, sched_file = _scheduler_choice(scheduler, scheduler_file)
-    with _dask_client(sched, 1, sched_file) as client:
+    with _dask_client(sched, 1, sched_file, plugins) as client:
         ctx = Context(
             storage=list(storage), register=plugins, config=_parse_config(config), client=client
         )
@@ -688,15 +732,7 @@ def gc(storage: tuple[str, ...], min_age: float, dry_run: bool) -> None:
     """Remove what failed or killed saves left behind (uncommitted attempts)."""
     for url in storage:
         fe = open_frontend(url)
-        if isinstance(fe, DirectoryFrontend):
-            removed = fe.gc(min_age_seconds=min_age, dry_run=dry_run)
-        else:  # a catalog: collect in each of its backends that can
-            removed = [
-                path
-                for backend in fe.backends.values()
-                if hasattr(backend, "gc")
-                for path in backend.gc(min_age_seconds=min_age, dry_run=dry_run)
-            ]
+        removed = fe.gc(min_age_seconds=min_age, dry_run=dry_run)  # in every backend that can
         verb = "would remove" if dry_run else "removed"
         _say(f"{fe!r}: {verb} {len(removed)} leftover attempt(s)")
         for path in removed:
@@ -750,7 +786,7 @@ def copy_command(
     plugins = load_plugins(plugin_specs)
     dest = open_frontend(to_url)
     sched, sched_file = _scheduler_choice(scheduler, scheduler_file)
-    with _dask_client(sched, 1, sched_file) as client:
+    with _dask_client(sched, 1, sched_file, plugins) as client:
         ctx = Context(
             storage=list(storage), register=plugins, config=_parse_config(config), client=client
         )

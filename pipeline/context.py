@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from strata.storage import (
-    DataExistsError,
     DataKey,
     DataNotAvailable,
     Manifest,
@@ -67,28 +66,6 @@ CONTEXT_OPTIONS: dict[str, str] = {
 
 RunIds = str | Sequence[str]
 Targets = str | Sequence[str]
-
-T = TypeVar("T")
-
-LOST_RACE_RETRIES = 3
-"""How often a make or read is redone after another saver committed one of its keys first."""
-
-
-def _retry_lost_race(attempt: Callable[[], T]) -> T:
-    """``attempt()``, redone if it fails because another process committed a key it was
-    saving (``DataExistsError``): the next attempt loads what is now stored.
-
-    On a cluster the executor already treats a lost commit race as success; on threads the
-    graph stops at the first error, so the outputs are made again from the stored data.
-    """
-    for i in range(LOST_RACE_RETRIES):
-        try:
-            return attempt()
-        except DataExistsError as e:
-            if i == LOST_RACE_RETRIES - 1:
-                raise
-            logger.info("another saver committed first (%s); loading the stored data", e)
-    raise AssertionError("unreachable")
 
 
 def _run_ids(run_id: RunIds) -> list[str]:
@@ -338,7 +315,7 @@ class Context:
         save_ts = as_tuple(save)
         runs = _run_ids(run_id)
 
-        def attempt() -> None:
+        def build_and_run() -> None:
             outputs: list[Any] = []
             save_tasks: list[SaveTask] = []
             units: list[Any] = []
@@ -353,7 +330,7 @@ class Context:
                 units.extend(b.units)
             run_graph(outputs, save_tasks, units, client=self.client, progress=progress)
 
-        _retry_lost_race(attempt)
+        build_and_run()
 
     # -- reading ----------------------------------------------------------------------------
     def _stored_lazy(
@@ -373,11 +350,10 @@ class Context:
                 return None
             found.append(f)
         if len(found) == 1:
-            fe, stored = found[0]
             if fields is not None:
                 fields = [fields] if isinstance(fields, str) else list(fields)
-            return fe.loader(stored, fields=fields, time_range=time_range).array
-        manifests = [fe.get_metadata(stored) for fe, stored in found]
+            return found[0].loader(fields=fields, time_range=time_range).array
+        manifests = [f.frontend.manifest_at(f.location) for f in found]
         what = " + ".join(targets)
         dtype = select_dtype(merged_dtype([m.np_dtype for m in manifests]), fields, what)
         owner: dict[str, int] = {}
@@ -385,11 +361,11 @@ class Context:
             for name in m.np_dtype.names or ():
                 owner.setdefault(name, j)
         arrays, names = [], []
-        for j, (fe, stored) in enumerate(found):
-            mine = [f for f in dtype.names or () if owner[f] == j]
+        for j, f in enumerate(found):
+            mine = [n for n in dtype.names or () if owner[n] == j]
             if not mine:
                 continue
-            arrays.append(fe.loader(stored, fields=mine, time_range=time_range).array)
+            arrays.append(f.loader(fields=mine, time_range=time_range).array)
             names.append(targets[j])
         lengths = {n: a.shape[0] for n, a in zip(names, arrays, strict=True)}
         if len(set(lengths.values())) > 1:
@@ -424,7 +400,7 @@ class Context:
         ts = self._check_targets(targets)
         save_ts = as_tuple(save)
 
-        def attempt() -> list[np.ndarray]:
+        def build_and_run() -> list[np.ndarray]:
             outputs: list[Any] = []
             save_tasks: list[SaveTask] = []
             units: list[Any] = []
@@ -435,9 +411,8 @@ class Context:
                 if found is not None:
                     # stored: the storage reader decodes straight into one array (no Dask
                     # blocks to concatenate: half the memory, about 2.5x the speed)
-                    fe, stored = found
                     sel = [fields] if isinstance(fields, str) else fields
-                    direct[i] = fe.loader(stored, fields=sel, time_range=time_range)
+                    direct[i] = found.loader(fields=sel, time_range=time_range)
                     continue
                 lazy = self._stored_lazy(b, ts, fields, time_range)
                 if lazy is not None:
@@ -456,7 +431,7 @@ class Context:
                 direct[i].to_numpy() if i in direct else next(computed) for i in range(len(run_ids))
             ]
 
-        return _retry_lost_race(attempt)
+        return build_and_run()
 
     def get_array(
         self,
@@ -600,9 +575,9 @@ class Context:
                 found = None
             if found is not None:
                 row["is_stored"] = True
-                row["frontend"] = repr(found[0])
-                if found[1].lineage_hash != row["lineage_hash"]:
-                    row["note"] = f"fuzzy match: stored as {found[1]}"
+                row["frontend"] = repr(found.frontend)
+                if found.key.lineage_hash != row["lineage_hash"]:
+                    row["note"] = f"fuzzy match: stored as {found.key}"
             rows.append(row)
         return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
 
@@ -698,7 +673,7 @@ class Context:
                 f"cannot copy {key}: it is not stored in any other frontend "
                 f"({', '.join(map(repr, sources)) or 'none'})"
             )
-        source, stored = found
+        source, stored = found.frontend, found.key
         if progress is not None:
             progress(0, 1)
         manifest = copy_data(

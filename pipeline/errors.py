@@ -11,13 +11,16 @@ from __future__ import annotations
 from strata.storage import DataNotAvailable
 
 __all__ = [
+    "ClusterError",
     "CreationForbidden",
     "IncompatibleTargets",
+    "NoUsableWorkers",
     "OptionError",
     "OptionTypeError",
     "PipelineError",
     "PluginDefinitionError",
     "PluginOutputError",
+    "SchedulerUnreachable",
     "UnknownDataType",
 ]
 
@@ -56,3 +59,17 @@ class CreationForbidden(PipelineError, DataNotAvailable):
 
 class IncompatibleTargets(PipelineError, ValueError):
     """Targets requested together cannot be merged (different data kinds or row counts)."""
+
+
+class ClusterError(PipelineError):
+    """A Dask cluster cannot run strata's tasks (its scheduler cannot import strata, ...)."""
+
+
+class SchedulerUnreachable(ClusterError, ConnectionError):
+    """The Dask scheduler did not answer within the timeout."""
+
+
+class NoUsableWorkers(ClusterError):
+    """No worker that can run strata's tasks joined the cluster within the timeout, or all
+    workers left while a job waited for them.
+    """

@@ -8,8 +8,9 @@ reported in *units*: the compute task of each partition and the commit of each s
 On a cluster the workers compute, write and commit; the client receives only the values of
 ``outputs`` and the committed manifests (small metadata), never the partitions that are saved.
 Progress futures are released as soon as they finish, so they do not pin partitions in worker
-memory. A save that loses the commit race to another saver of the same key (``DataExistsError``
-on a cluster, where the key is then committed) is not an error: the data is stored.
+memory. A save that loses the commit race to another saver of the same key returns the stored
+manifest (the pipeline's savers use :attr:`strata.storage.commit.LostRace.USE_STORED`), on
+threads and on clusters alike.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-from strata.storage import DataExistsError
 
 from .build import SaveTask
 
@@ -190,38 +189,9 @@ def _run_distributed(
         client.cancel(main)
         _abort_uncommitted(save_tasks)
         raise
-    first_sink = n - len(save_tasks)
-    values: dict[int, Any] = {}
-    failed: list[Any] = []
-    for i, f in enumerate(main):
-        if f.status == "finished":
-            continue
-        if i >= first_sink and _lost_commit_race(f, save_tasks[i - first_sink]):
-            t = save_tasks[i - first_sink]
-            values[i] = t.frontend.get_metadata(t.saver.key)
-            continue
-        failed.append(f)
+    failed = [f for f in main if f.status != "finished"]
     if failed:
         _abort_uncommitted(save_tasks)
         failed[0].result()  # raises the task's exception
         raise RuntimeError(f"{failed[0].key} ended with status {failed[0].status}")
-    todo = [i for i in range(n) if i not in values]
-    for i, value in zip(todo, client.gather([main[i] for i in todo]), strict=True):
-        values[i] = value
-    return [values[i] for i in range(n)]
-
-
-def _lost_commit_race(future: Any, task: SaveTask) -> bool:
-    """Whether ``future`` (a save's sink) failed only because another saver committed the key
-    first, which leaves the data stored: nothing is lost and nothing needs doing.
-    """
-    if future.status != "error" or not isinstance(future.exception(), DataExistsError):
-        return False
-    try:
-        stored = task.frontend.is_stored(task.saver.key)
-    except Exception as e:  # an unreachable store: report the original error
-        logger.warning("could not check whether %s is stored: %s", task.saver.key, e)
-        return False
-    if stored:
-        logger.info("%s was committed by another saver meanwhile; using that", task.saver.key)
-    return stored
+    return list(client.gather(main))

@@ -13,12 +13,18 @@ from .backends.zarr import ZarrBackend, ZarrSaver
 from .codecs import PRESETS, codec_chain
 from .copy import copy_data
 from .errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    BucketNotFound,
     DataCorrupted,
     DataExistsError,
     DataNotAvailable,
     InvalidKey,
+    MissingDependency,
     ReadOnlyError,
+    RemoteStorageError,
     StorageError,
+    StorageUnreachable,
 )
 from .frontends.base import Entry, Location, StorageFrontend
 from .frontends.directory import DirectoryFrontend
@@ -35,13 +41,6 @@ from .objects import (
     UnknownObjectClass,
 )
 from .registry import open_backend, open_frontend, register_frontend
-from .remote import (
-    AccessDenied,
-    AuthenticationFailed,
-    BucketNotFound,
-    RemoteStorageError,
-    StorageUnreachable,
-)
 from .saver import Saver
 
 __all__ = [
@@ -70,6 +69,7 @@ __all__ = [
     "LazyData",
     "Location",
     "Manifest",
+    "MissingDependency",
     "Partition",
     "ReadOnlyError",
     "Saver",
@@ -99,7 +99,6 @@ def gc(
     Attempts younger than ``min_age_seconds`` are kept: they may belong to a running save.
     """
     backend = open_backend(url, **kwargs)
-    assert isinstance(backend, ZarrBackend)
     return backend.gc(min_age_seconds=min_age_seconds, dry_run=dry_run)
 
 

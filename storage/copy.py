@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.zarr import ZarrBackend
+from .backends.base import StorageBackend
 from .codecs import CompressorLike
 from .errors import DataCorrupted
 from .frontends.base import StorageFrontend
@@ -81,14 +81,10 @@ def copy_data(
     src = open_frontend(src_frontend)
     dst = open_frontend(dst_frontend)
     loc = src.find(key)
-    backend = src.backends[loc.backend]
-    m = backend.get_metadata(loc.backend_key)
+    m = src.manifest_at(loc)
     target = _with_codecs(dst, compressor, rechunk_mb)
     saver = target.saver(m.key, m.np_dtype, metadata=m.metadata, overwrite=overwrite)
-    if isinstance(backend, ZarrBackend):
-        lazy = backend.loader_from_manifest(loc.backend_key, m)
-    else:
-        lazy = backend.loader(loc.backend_key)
+    lazy = src.loader_at(loc)
     parts = _partitions(lazy, m)
     intervals = [(p.start, p.end) for p in m.partitions]
     compute = _computer(client)
@@ -103,7 +99,7 @@ def copy_data(
         _compare(key, src_sums, dst_sums)
     except DataCorrupted:
         logger.error("copy of %s to %r does not match its source; removing it", key, dst)
-        _remove(target, key)
+        target.remove(key)
         raise
     logger.info(
         "copied %s from %r to %r: %d rows in %d partitions, verified",
@@ -161,15 +157,6 @@ def _compare(key: DataKey, src: Sequence[str], dst: Sequence[str]) -> None:
         )
 
 
-def _remove(frontend: StorageFrontend, key: DataKey) -> None:
-    remove = getattr(frontend, "remove", None)
-    if callable(remove):  # catalogs that index saves drop their entry too
-        remove(key)
-        return
-    loc = frontend.find(key)
-    frontend.backends[loc.backend].remove(loc.backend_key)
-
-
 def _computer(client: Any) -> Any:
     import dask
 
@@ -184,26 +171,21 @@ def _computer(client: Any) -> Any:
 def _with_codecs(
     frontend: StorageFrontend, compressor: CompressorLike, rechunk_mb: float | None
 ) -> StorageFrontend:
-    """``frontend``, or a copy whose Zarr backends compress and chunk as asked."""
+    """``frontend``, or a copy whose backends compress and chunk as asked."""
     if compressor is None and rechunk_mb is None:
         return frontend
     variant = _copy.copy(frontend)  # frontends copy (and pickle) by constructor arguments
     variant.backends = dict(variant.backends)  # never modify the original's
-    replaced: dict[int, ZarrBackend] = {}
+    replaced: dict[int, StorageBackend] = {}
     for name, b in list(variant.backends.items()):
-        if not isinstance(b, ZarrBackend):
+        if not b.supports_recompression:
             continue
-        kw = b._init_kwargs()
-        if compressor is not None:
-            kw["compressor"] = compressor
-        if rechunk_mb is not None:
-            kw["chunk_target_mb"] = rechunk_mb
-        new = type(b)(**kw)
+        new = b.with_codecs(compressor=compressor, chunk_target_mb=rechunk_mb)
         replaced[id(b)] = new
         variant.backends[name] = new
     if not replaced:
         raise ValueError(
-            f"{frontend!r} has no Zarr backend, so it cannot recompress or rechunk; "
+            f"{frontend!r} has no backend that can recompress or rechunk; "
             "copy without compressor= and rechunk_mb="
         )
     for attr, value in list(vars(variant).items()):  # e.g. DirectoryFrontend.backend

@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from .commit import LostRace
 from .keys import DataKey
+from .layout import segment_name
 from .manifest import Manifest, Partition, Segment, now_iso
 from .records import check_dtype, check_partition
 
@@ -47,10 +49,6 @@ chunk's worth of data, whatever the partition sizes."""
 _Staged = tuple[int, Partition, Segment | None, np.ndarray | None, str]
 # The result of a merge task: entries in order, and when its earliest stage task started
 _Merged = tuple[list[tuple[Partition, Segment | None]], str]
-
-
-def _segment_name(index: int) -> str:
-    return f"s{index:06d}"
 
 
 class Saver(ABC):
@@ -98,6 +96,8 @@ class Saver(ABC):
         self._segments: list[Segment] = []
         self._buffer: list[tuple[int, Partition, np.ndarray]] = []
         self._closed = False
+        self.lost_race = LostRace.RAISE
+        """What a lost commit race means (see :class:`~strata.storage.commit.LostRace`)."""
         self.on_commit: tuple[Any, Any] | None = None
         """``(frontend, location)`` to register the commit with, for catalogs that index."""
 
@@ -125,7 +125,7 @@ class Saver(ABC):
             return index, Partition(start, end, 0, 0, None, 0), None, None, began
         entry = Partition(start, end, len(data), int(data.nbytes), None, 0)
         if data.nbytes * MERGE_GROUP >= self.chunk_target_bytes:
-            seg = self._write_segment(_segment_name(index), data)
+            seg = self._write_segment(segment_name(index), data)
             return index, _with_segment(entry, seg.name, 0), seg, None, began
         return index, entry, None, data, began
 
@@ -141,7 +141,7 @@ class Saver(ABC):
             if not run:
                 return
             data = np.concatenate([d for _, _, d in run]) if len(run) > 1 else run[0][2]
-            seg = self._write_segment(_segment_name(run[0][0]), data)
+            seg = self._write_segment(segment_name(run[0][0]), data)
             offset = 0
             for k, (_, entry, d) in enumerate(run):
                 if entry.rows:

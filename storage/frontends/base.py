@@ -6,10 +6,11 @@ import builtins
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import StorageBackend
+from ..commit import LostRace
 from ..errors import DataCorrupted, DataNotAvailable, ReadOnlyError
 from ..keys import DataKey, validate_run_id
 from ..lazy import LazyData
@@ -25,10 +26,16 @@ def _rebuild(cls: type[StorageFrontend], kwargs: dict[str, Any]) -> StorageFront
 
 @dataclass(frozen=True)
 class Location:
-    """Where a key's data lives: the name of a backend of the frontend and its backend key."""
+    """Where a key's data lives: the name of a backend of the frontend and its backend key.
+
+    ``manifest`` is the committed manifest when finding the key read it anyway (a directory
+    catalog does): loading from this location then reads nothing more before the chunks.
+    It takes no part in comparisons.
+    """
 
     backend: str
     backend_key: str
+    manifest: Manifest | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -197,8 +204,13 @@ class StorageFrontend(ABC):
 
     def get_metadata(self, key: DataKey, **fuzzy: Any) -> Manifest:
         """The manifest of stored ``key``."""
-        loc = self.find(key, **fuzzy)
-        return self.backends[loc.backend].get_metadata(loc.backend_key)
+        return self.manifest_at(self.find(key, **fuzzy))
+
+    def manifest_at(self, location: Location) -> Manifest:
+        """The committed manifest at ``location`` (not read again if the location holds it)."""
+        if location.manifest is not None:
+            return location.manifest
+        return self.backends[location.backend].get_metadata(location.backend_key)
 
     def loader(
         self,
@@ -210,9 +222,44 @@ class StorageFrontend(ABC):
     ) -> LazyData:
         """Lazy Dask collections over stored ``key`` (see ``StorageBackend.loader``)."""
         loc = self.find(key, fuzzy_for, fuzzy_for_options)
-        return self.backends[loc.backend].loader(
-            loc.backend_key, fields=fields, time_range=time_range
+        return self.loader_at(loc, fields=fields, time_range=time_range)
+
+    def loader_at(
+        self,
+        location: Location,
+        fields: Sequence[str] | None = None,
+        time_range: tuple[int, int] | None = None,
+    ) -> LazyData:
+        """Lazy Dask collections over the data at ``location`` (as :meth:`find` returned it):
+        the manifest is read only if the location does not hold it already.
+        """
+        backend = self.backends[location.backend]
+        return backend.loader_from_manifest(
+            location.backend_key, self.manifest_at(location), fields=fields, time_range=time_range
         )
+
+    def stored_bytes(self, key: DataKey) -> int | None:
+        """Bytes on storage of stored ``key``, or ``None`` if its backend cannot tell."""
+        loc = self.find(key)
+        backend = self.backends[loc.backend]
+        return backend.stored_bytes(loc.backend_key, self.manifest_at(loc))
+
+    def remove(self, key: DataKey) -> None:
+        """Remove stored ``key`` (catalogs that index saves drop their entry too)."""
+        if self.readonly:
+            raise ReadOnlyError(f"{self!r} is read-only: cannot remove {key}")
+        loc = self.find(key)
+        self.backends[loc.backend].remove(loc.backend_key)
+
+    def gc(self, min_age_seconds: float = 3600.0, dry_run: bool = False) -> builtins.list[str]:
+        """Remove what failed or killed saves left in every backend that can (see
+        ``StorageBackend.gc``); returns what was (or would be) removed.
+        """
+        removed: builtins.list[str] = []
+        for backend in self.backends.values():
+            if backend.supports_gc:
+                removed.extend(backend.gc(min_age_seconds=min_age_seconds, dry_run=dry_run))
+        return removed
 
     def saver(
         self,
@@ -220,9 +267,12 @@ class StorageFrontend(ABC):
         dtype: Any,
         metadata: dict[str, Any] | None = None,
         overwrite: bool = False,
+        lost_race: LostRace = LostRace.RAISE,
     ) -> Saver:
         """A Saver committing ``key`` here; ``ReadOnlyError`` if this frontend is read-only or
         does not take the data type, ``DataExistsError`` if it is stored and not overwritten.
+        ``lost_race`` says what the saver does if another saver commits ``key`` first (see
+        :class:`~strata.storage.commit.LostRace`).
         """
         if self.readonly:
             raise ReadOnlyError(f"{self!r} is read-only: cannot save {key}")
@@ -231,6 +281,7 @@ class StorageFrontend(ABC):
         name = self._backend_for_save(key)
         backend = self.backends[name]
         saver = backend.saver(backend.backend_key(key), key, dtype, metadata, overwrite)
+        saver.lost_race = LostRace(lost_race)
         if type(self)._register is not StorageFrontend._register:
             saver.on_commit = (self, Location(name, backend.backend_key(key)))
         return saver

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from ..backends.zarr import ZarrBackend
 from ..codecs import CompressorLike
 from ..errors import DataCorrupted, DataNotAvailable, InvalidKey
 from ..fs import atomic_write, redact_url
-from ..keys import DataKey, lineage_matches, validate_run_id
-from ..lazy import LazyData
+from ..keys import DataKey, lineage_matches
 from .base import Entry, Location, StorageFrontend
 
 __all__ = ["DirectoryFrontend"]
@@ -23,7 +22,8 @@ logger = logging.getLogger(__name__)
 class DirectoryFrontend(StorageFrontend):
     """A catalog that is the directory layout of one :class:`ZarrBackend` at ``url``.
 
-    An exact :meth:`find` reads one manifest and lists nothing. A fuzzy find lists the data
+    An exact :meth:`find` reads one manifest and lists nothing; the location it returns holds
+    that manifest, so a load reads nothing more before the chunks. A fuzzy find lists the data
     directory of that run and compares the stored lineages of that data type.
 
     Parameters
@@ -85,7 +85,7 @@ class DirectoryFrontend(StorageFrontend):
         try:
             m = self.backend.get_metadata(bk)
             if m.key == key:
-                return Location("zarr", bk), key
+                return Location("zarr", bk, m), key
         except DataNotAvailable:
             pass
         if not fuzzy_for and not fuzzy_for_options:
@@ -103,32 +103,11 @@ class DirectoryFrontend(StorageFrontend):
             if m.key.data_type == key.data_type and lineage_matches(
                 m.key.lineage, key.lineage, fuzzy_for, fuzzy_for_options
             ):
-                return Location("zarr", other), m.key
+                return Location("zarr", other, m), m.key
         raise DataNotAvailable(
             f"{key} is not stored in {self!r}, not even fuzzily "
             f"(fuzzy_for={list(fuzzy_for)}, fuzzy_for_options={list(fuzzy_for_options)})"
         )
-
-    def loader(
-        self,
-        key: DataKey,
-        fields: Sequence[str] | None = None,
-        time_range: tuple[int, int] | None = None,
-        fuzzy_for: Iterable[str] = (),
-        fuzzy_for_options: Iterable[str] = (),
-    ) -> LazyData:
-        """Lazy Dask collections over stored ``key``; an exact key costs one manifest read."""
-        if self.takes(key.data_type):
-            bk = self.backend.backend_key(key)
-            try:
-                m = self.backend.get_metadata(bk)
-            except DataNotAvailable:
-                m = None
-            if m is not None and m.key == key:
-                return self.backend.loader_from_manifest(
-                    bk, m, fields=fields, time_range=time_range
-                )
-        return super().loader(key, fields, time_range, fuzzy_for, fuzzy_for_options)
 
     def _list(self, run_id: str | None) -> list[Entry]:
         out = []
@@ -143,7 +122,7 @@ class DirectoryFrontend(StorageFrontend):
             out.append(
                 Entry(
                     key=m.key,
-                    location=Location("zarr", bk),
+                    location=Location("zarr", bk, m),
                     rows=m.rows,
                     nbytes=m.nbytes,
                     stored_bytes=None,
@@ -155,18 +134,11 @@ class DirectoryFrontend(StorageFrontend):
             )
         return out
 
-    def stored_bytes(self, key: DataKey) -> int:
-        """Bytes on storage of committed ``key`` (lists its attempt)."""
-        loc = self.find(key)
-        m = self.backend.get_metadata(loc.backend_key)
-        path = self.backend.path("data", loc.backend_key, m.attempt)
-        return int(self.backend.fs.du(path, total=True))
-
     def _backend_for_save(self, key: DataKey) -> str:
         return "zarr"
 
     def _run_path(self, run_id: str) -> str:
-        return self.backend.path("runs", f"{validate_run_id(run_id)}.json")
+        return self.backend.layout.run_document(run_id)
 
     def _read_run_metadata(self, run_id: str) -> dict[str, Any]:
         path = self._run_path(run_id)
@@ -183,18 +155,8 @@ class DirectoryFrontend(StorageFrontend):
         self.backend._invalidate(path.rsplit("/", 1)[0])
 
     def _list_runs(self) -> list[str]:
-        runs = {
-            n[: -len(".json")]
-            for n in self.backend._ls_names(self.backend.path("runs"))
-            if n.endswith(".json")
-        }
-        runs.update(self.backend._ls_names(self.backend.path("data")))
-        return sorted(runs)
-
-    def gc(self, min_age_seconds: float = 3600.0, dry_run: bool = False) -> list[str]:
-        """Remove what failed or killed saves left behind (see ``ZarrBackend.gc``)."""
-        return self.backend.gc(min_age_seconds=min_age_seconds, dry_run=dry_run)
-
-    def remove(self, key: DataKey) -> None:
-        """Remove stored ``key``."""
-        self.backend.remove(self.find(key).backend_key)
+        lay = self.backend.layout
+        runs = {lay.run_id_of_document(n) for n in self.backend._ls_names(lay.runs_dir())}
+        runs.discard(None)
+        runs.update(self.backend.list_run_ids())
+        return sorted(r for r in runs if r is not None)

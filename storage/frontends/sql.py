@@ -71,6 +71,7 @@ from .. import __version__
 from ..backends.base import StorageBackend
 from ..backends.zarr import ZarrBackend
 from ..codecs import CompressorLike
+from ..commit import LostRace
 from ..errors import (
     DataCorrupted,
     DataExistsError,
@@ -856,6 +857,7 @@ class SQLFrontend(StorageFrontend):
         dtype: Any,
         metadata: dict[str, Any] | None = None,
         overwrite: bool = False,
+        lost_race: LostRace = LostRace.RAISE,
     ) -> Saver:
         """As :meth:`StorageFrontend.saver`; also ``DataExistsError`` if the catalog has the
         key in any backend (unless ``overwrite``).
@@ -870,7 +872,9 @@ class SQLFrontend(StorageFrontend):
                     f"{key} is already stored in {self!r} (backend {loc.backend!r}); "
                     "pass overwrite=True to replace it"
                 )
-        return super().saver(key, dtype, metadata=metadata, overwrite=overwrite)
+        return super().saver(
+            key, dtype, metadata=metadata, overwrite=overwrite, lost_race=lost_race
+        )
 
     def _entry_row(self, key: DataKey, manifest: Manifest) -> dict[str, Any]:
         return {
@@ -949,13 +953,22 @@ class SQLFrontend(StorageFrontend):
     def _measure(self, location: Location, manifest: Manifest) -> int | None:
         """Bytes on storage of a committed copy (one listing), or ``None`` if unknown."""
         backend = self.backends.get(location.backend)
-        if not isinstance(backend, ZarrBackend):
+        if backend is None:
             return None
         try:
-            path = backend.path("data", location.backend_key, manifest.attempt)
-            return int(backend.fs.du(path, total=True))
-        except (OSError, ValueError) as e:
+            return backend.stored_bytes(location.backend_key, manifest)
+        except (OSError, ValueError, StorageError) as e:
             logger.debug("could not measure %s: %s", location, e)
+            return None
+
+    def _data_location(self, backend: str, backend_key: str, attempt: str) -> str | None:
+        b = self.backends.get(backend)
+        if b is None:
+            return None
+        try:
+            return b.data_location(backend_key, attempt)
+        except StorageError as e:  # a bad row names no directory
+            logger.warning("catalog row %s:%s: %s", backend, backend_key, e)
             return None
 
     def _register(self, key: DataKey, location: Location, manifest: Manifest) -> None:
@@ -993,7 +1006,7 @@ class SQLFrontend(StorageFrontend):
         n = 0
         for name in backends or list(self.backends):
             b = self._backend(name)
-            if not isinstance(b, ZarrBackend):
+            if not b.supports_listing:
                 logger.warning("scan: backend %r cannot be listed; skipped", name)
                 continue
             batch: list[tuple[DataKey, Location, Manifest]] = []
@@ -1005,7 +1018,7 @@ class SQLFrontend(StorageFrontend):
                 except DataCorrupted as e:
                     logger.warning("scan: %s", e)
                     continue
-                batch.append((m.key, Location(name, bk), m))
+                batch.append((m.key, Location(name, bk, m), m))
                 if len(batch) >= 500:
                     self._register_many(batch)
                     n += len(batch)
@@ -1169,9 +1182,6 @@ class SQLFrontend(StorageFrontend):
             matched = data_query.apply(obj)
             if matched is None:
                 continue
-            backend = self.backends[r.backend]
-            path = None
-            if isinstance(backend, ZarrBackend):
-                path = backend._ancillary_location(f"data/{r.backend_key}/{r.attempt}", "")
+            path = self._data_location(r.backend, r.backend_key, r.attempt)
             results.setdefault(matched, []).append((object_key(obj), obj, path))
         return {k: sorted(v, key=lambda t: t[0]) for k, v in results.items()}

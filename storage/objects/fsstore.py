@@ -32,15 +32,16 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from fsspec.implementations.local import LocalFileSystem
 
+from .. import layout
 from ..errors import DataCorrupted, DataNotAvailable, InvalidKey, ReadOnlyError
 from ..fs import atomic_write, exclusive_write, redact_url
 from ..keys import canonical_json
+from ..layout import Layout
 from .arrays import StoredArrayData
 from .base import (
     BaseStoredData,
@@ -61,11 +62,9 @@ __all__ = ["FsObjectStore"]
 
 logger = logging.getLogger(__name__)
 
-OBJECTS = "objects"
-INDEX = "_index"
+OBJECTS = layout.OBJECTS
+INDEX = layout.INDEX
 _SAFE = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
-_ATTEMPT = re.compile(r"^o(\d{8}T\d{12})Z_[0-9a-f]{12}$")
-_DATA_ATTEMPT = re.compile(r"^a\d{8}T\d{12}Z_[0-9a-f]{12}$")
 
 
 def index_component(value: Any) -> str:
@@ -86,11 +85,6 @@ def index_component(value: Any) -> str:
     return "_h_" + hashlib.sha256(s.encode()).hexdigest()[:24]
 
 
-def _new_attempt() -> str:
-    t = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%f")
-    return f"o{t}Z_{uuid.uuid4().hex[:12]}"
-
-
 class FsObjectStore(ObjectStore):
     """The object-store primitives and a concurrent, partitioned index on an fsspec root.
 
@@ -105,6 +99,9 @@ class FsObjectStore(ObjectStore):
         readonly: bool
 
         def path(self, *parts: str) -> str: ...  # noqa: D102
+
+        @property
+        def layout(self) -> Layout: ...  # noqa: D102
 
         def _invalidate(self, path: str) -> None: ...
 
@@ -130,11 +127,19 @@ class FsObjectStore(ObjectStore):
         """The path (local) or URL (remote) of a document's ancillary directory."""
         if not rel:
             return None
-        parts = rel.split("/")
+        parts = rel.split("/") if isinstance(rel, str) else []
         ok = (
-            len(parts) == 3 and parts[0] == OBJECTS and parts[1] == key and _ATTEMPT.match(parts[2])
-        ) or (len(parts) == 4 and parts[0] == "data" and _DATA_ATTEMPT.match(parts[3]))
-        if not ok or any(p in ("", ".", "..") for p in parts):
+            len(parts) == 3
+            and parts[0] == OBJECTS
+            and parts[1] == key
+            and layout.is_object_attempt(parts[2])
+        ) or (
+            len(parts) == 4
+            and parts[0] == layout.DATA
+            and layout.is_attempt(parts[3])
+            and _is_backend_key(f"{parts[1]}/{parts[2]}")
+        )
+        if not ok:
             raise DataCorrupted(f"stored object {self._where(key)} names a bad directory {rel!r}")
         if isinstance(self.fs, LocalFileSystem):
             return self.path(*parts)
@@ -175,7 +180,11 @@ class FsObjectStore(ObjectStore):
     def _write_new(
         self, obj: BaseStoredData, key: str, ancillary_data_path: str | None, exclusive: bool
     ) -> bool:
-        rel = f"{OBJECTS}/{key}/{_new_attempt()}" if ancillary_data_path else None
+        rel = (
+            self.layout.object_attempt_rel(key, layout.new_object_attempt())
+            if ancillary_data_path
+            else None
+        )
         raw = document_bytes(obj.to_document(key, rel))  # serialise before uploading anything
         path = self._doc_path(key)
         try:
@@ -332,7 +341,8 @@ class FsObjectStore(ObjectStore):
         try:
             obj = StoredArrayData.from_manifest(manifest, backend_key)
             key = object_key(obj)
-            raw = document_bytes(obj.to_document(key, f"data/{backend_key}/{manifest.attempt}"))
+            rel = self.layout.attempt_prefix(backend_key, manifest.attempt)
+            raw = document_bytes(obj.to_document(key, rel))
             with self._object_lock:
                 atomic_write(self.fs, self._doc_path(key), raw)
                 atomic_write(self.fs, self._index_path(key, obj), raw)
@@ -433,12 +443,9 @@ class FsObjectStore(ObjectStore):
             self._invalidate(f"{base}/{name}")
             for sub in self.fs.ls(f"{base}/{name}", detail=False):
                 att = str(sub).rstrip("/").rsplit("/", 1)[-1]
-                m = _ATTEMPT.match(att)
-                if not m or f"{OBJECTS}/{name}/{att}" == live:
+                started = layout.attempt_started(att) if layout.is_object_attempt(att) else None
+                if started is None or f"{OBJECTS}/{name}/{att}" == live:
                     continue
-                started = _dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%S%f").replace(
-                    tzinfo=_dt.UTC
-                )
                 if (now - started).total_seconds() < min_age_seconds:
                     continue
                 removed.append(f"{OBJECTS}/{name}/{att}")
@@ -465,3 +472,11 @@ class FsObjectStore(ObjectStore):
                 except FileNotFoundError:
                     pass
         return removed
+
+
+def _is_backend_key(bk: str) -> bool:
+    try:
+        layout.parse_backend_key(bk)
+    except InvalidKey:
+        return False
+    return True

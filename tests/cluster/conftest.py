@@ -7,9 +7,7 @@ file and ``Client.wait_for_workers`` under a deadline, and stops them by pid. No
 sleeps to synchronise: every wait is a poll for a condition with a deadline.
 
 Subprocesses get ``PYTHONPATH`` with the repository root, so that workers import the test
-plugins (``tests.cluster.plugins``) and the ``storage`` package of this checkout (a worker puts
-its local directory, which holds distributed's spill directory ``storage/``, first on
-``sys.path``; with an editable install that empty directory would shadow the package).
+plugins (``tests.cluster.plugins``); strata itself comes from the (editable) install.
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ from tests.remote.servers import S3Server, SSHServer
 
 def forget(url: str) -> None:
     """Drop the filesystems and stores strata cached for ``url`` (closing SSH connections)."""
-    from strata.storage.backends import zarr as zb
+    from strata.storage.backends.zarr import backend as zb
 
     with zb._CACHE_LOCK:
-        for k in [k for k in zb._CACHE if url in k[2]]:
+        for k in [k for k in zb._CACHE if url in k[3]]:
             del zb._CACHE[k]
 
 

@@ -4,61 +4,33 @@ from __future__ import annotations
 
 import pytest
 
-from strata.storage import DirectoryFrontend
 from tests.conformance import BackendTests, FrontendTests, SaverTests
+from tests.stores import URLStore
 
 
-class S3:
-    @pytest.fixture
-    def url(self, s3_url):
-        return s3_url
+class Remote(URLStore):
+    """Each suite once on S3 and once on SSH."""
 
-    @pytest.fixture
-    def storage_options(self, s3_options):
-        return s3_options
-
-    @pytest.fixture
-    def make_frontend(self, url, storage_options):
-        return lambda **kw: DirectoryFrontend(
-            url, storage_options=storage_options, chunk_target_mb=0.25, **kw
-        )
-
-
-class SSH:
-    @pytest.fixture
-    def url(self, ssh_url):
-        return ssh_url
+    @pytest.fixture(params=["s3", "ssh"])
+    def scheme(self, request):
+        return request.param
 
     @pytest.fixture
-    def storage_options(self, ssh_options):
-        return ssh_options
+    def url(self, request, scheme):
+        return request.getfixturevalue(f"{scheme}_url")
 
     @pytest.fixture
-    def make_frontend(self, url, storage_options):
-        return lambda **kw: DirectoryFrontend(
-            url, storage_options=storage_options, chunk_target_mb=0.25, **kw
-        )
+    def storage_options(self, request, scheme):
+        return request.getfixturevalue(f"{scheme}_options")
 
 
-class TestS3Backend(S3, BackendTests):
+class TestRemoteBackend(Remote, BackendTests):
     pass
 
 
-class TestS3Saver(S3, SaverTests):
+class TestRemoteSaver(Remote, SaverTests):
     pass
 
 
-class TestS3Frontend(S3, FrontendTests):
-    pass
-
-
-class TestSSHBackend(SSH, BackendTests):
-    pass
-
-
-class TestSSHSaver(SSH, SaverTests):
-    pass
-
-
-class TestSSHFrontend(SSH, FrontendTests):
+class TestRemoteFrontend(Remote, FrontendTests):
     pass

@@ -10,13 +10,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from strata.storage import DataKey, DataNotAvailable, DirectoryFrontend
-from strata.storage.fs import exclusive_write, open_fs
-from strata.storage.remote import (
+from strata.storage.errors import (
     AccessDenied,
     AuthenticationFailed,
     BucketNotFound,
     StorageUnreachable,
 )
+from strata.storage.fs import exclusive_write, open_fs
 from tests.helpers import STRAX_DTYPE, lineage, make_records, make_run
 from tests.remote.fixtures import forget
 from tests.remote.servers import S3Server, blackhole, free_port

@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 
 from strata.storage import DataKey, DirectoryFrontend
+from strata.storage.errors import AccessDenied, AuthenticationFailed, StorageUnreachable
 from strata.storage.fs import atomic_write, exclusive_write, open_fs
-from strata.storage.remote import (
-    AccessDenied,
-    AuthenticationFailed,
-    StorageUnreachable,
-    parse_ssh_url,
-)
+from strata.storage.fs.ssh import parse_ssh_url
 from tests.helpers import STRAX_DTYPE, lineage, make_run
 from tests.remote.fixtures import forget
 from tests.remote.servers import SSHServer, blackhole, free_port, poll

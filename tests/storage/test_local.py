@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from strata.storage import DirectoryFrontend
 from tests.conformance import BackendTests, FrontendTests, SaverTests
 from tests.helpers import LOCAL_URL_KINDS, local_url
+from tests.stores import URLStore
 
 
 @pytest.fixture(params=LOCAL_URL_KINDS)
@@ -14,15 +14,13 @@ def url(request, tmp_path):
     return local_url(request.param, tmp_path, "test")
 
 
-class TestLocalBackend(BackendTests):
+class TestLocalBackend(URLStore, BackendTests):
     pass
 
 
-class TestLocalSaver(SaverTests):
+class TestLocalSaver(URLStore, SaverTests):
     pass
 
 
-class TestDirectoryFrontend(FrontendTests):
-    @pytest.fixture
-    def make_frontend(self, url):
-        return lambda **kw: DirectoryFrontend(url, chunk_target_mb=0.25, **kw)
+class TestDirectoryFrontend(URLStore, FrontendTests):
+    pass

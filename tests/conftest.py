@@ -1,4 +1,5 @@
-"""Fixtures of the remote-storage tests (see :mod:`tests.remote.fixtures`)."""
+"""Fixtures every test directory may use: the real S3 and SSH servers (started on first use,
+once per session; see :mod:`tests.remote.fixtures`)."""
 
 from tests.remote.fixtures import (  # noqa: F401
     s3_bucket,

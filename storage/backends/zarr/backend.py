@@ -1,0 +1,399 @@
+"""ZarrBackend: compressed Zarr v3 over any fsspec URL.
+
+The layout below the root URL is :mod:`strata.storage.layout`'s; the read path is in
+:mod:`.read` and the write path (:class:`~.write.ZarrSaver`) in :mod:`.write`. Every array is
+plain Zarr v3 with ``dimension_names``, so zarr-python and xarray open it without strata.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from zarr.codecs import Crc32cCodec
+
+from ... import _zarr, layout
+from ...codecs import CompressorLike, compressors
+from ...errors import DataCorrupted, DataExistsError, DataNotAvailable, InvalidKey, ReadOnlyError
+from ...fs import open_fs, redact, redact_url, split_url, zarr_store
+from ...keys import DataKey, validate_run_id
+from ...lazy import LazyData
+from ...manifest import Manifest
+from ...objects.fsstore import FsObjectStore  # stored objects: see that module
+from ..base import StorageBackend
+from .arrays import array_templates
+from .read import build_loader
+from .write import ZarrSaver
+
+__all__ = ["ZarrBackend"]
+
+logger = logging.getLogger(__name__)
+
+# Filesystems and Zarr stores are built once per process and URL: tasks on a worker share
+# them. The key holds the pid, so a forked process never uses its parent's connections.
+_CACHE: dict[tuple[int, str, str, str], Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _rebuild(cls: type[ZarrBackend], kwargs: dict[str, Any]) -> ZarrBackend:
+    return cls(**kwargs)
+
+
+class ZarrBackend(FsObjectStore, StorageBackend):
+    """Stores data types as Zarr v3 groups under an fsspec URL.
+
+    Parameters
+    ----------
+    url
+        A local path, ``file://``, ``memory://``, ``s3://bucket/prefix``, ``ssh://host/path``
+        or any fsspec URL.
+    storage_options
+        Passed to fsspec (credentials, endpoints). Never shown in reprs or errors.
+    compressor
+        A preset name (see :data:`strata.storage.codecs.PRESETS`), a zarr or numcodecs codec,
+        or a list of them. A crc32c checksum is always appended.
+    chunk_target_mb
+        Uncompressed size of a chunk in MiB; much smaller partitions are merged.
+    readonly
+        Refuse savers and removals.
+
+    """
+
+    supports_listing = True
+    supports_exclusive_create = True
+    supports_gc = True
+    supports_recompression = True
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        compressor: CompressorLike = None,
+        chunk_target_mb: float = 32,
+        readonly: bool = False,
+    ) -> None:
+        self.protocol, self.root = split_url(url)
+        self.url = url if "://" in url else self.root
+        self.storage_options = dict(storage_options or {})
+        self.compressor = compressor
+        # the checksum is always the last codec: decoded first, it refuses damaged chunks
+        self.compressors = [*compressors(compressor), Crc32cCodec()]
+        if not chunk_target_mb > 0:
+            raise ValueError(f"chunk_target_mb must be positive, got {chunk_target_mb!r}")
+        self.chunk_target_mb = chunk_target_mb
+        self.readonly = readonly
+
+    # -- identity ---------------------------------------------------------------------------
+    def _init_kwargs(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "storage_options": self.storage_options,
+            "compressor": self.compressor,
+            "chunk_target_mb": self.chunk_target_mb,
+            "readonly": self.readonly,
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self._init_kwargs()))
+
+    def _token(self) -> str:
+        return json.dumps([self.url, repr(sorted(self.storage_options.items()))])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ZarrBackend):
+            return NotImplemented
+        return type(self) is type(other) and repr(self._init_kwargs()) == repr(other._init_kwargs())
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._token()))
+
+    def __repr__(self) -> str:
+        opts = f", storage_options={redact(self.storage_options)!r}" if self.storage_options else ""
+        return f"{type(self).__name__}({redact_url(self.url)!r}{opts})"
+
+    @property
+    def chunk_target_bytes(self) -> int:
+        """Target uncompressed chunk size in bytes."""
+        return max(1, int(self.chunk_target_mb * 2**20))
+
+    def with_codecs(
+        self, compressor: CompressorLike = None, chunk_target_mb: float | None = None
+    ) -> ZarrBackend:
+        """A copy of this backend that writes with ``compressor`` / ``chunk_target_mb``."""
+        kw = self._init_kwargs()
+        if compressor is not None:
+            kw["compressor"] = compressor
+        if chunk_target_mb is not None:
+            kw["chunk_target_mb"] = chunk_target_mb
+        return type(self)(**kw)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _cache_key(self, kind: str) -> tuple[int, str, str, str]:
+        return (os.getpid(), kind, type(self).__name__, self._token())
+
+    def _cached(self, kind: str, make: Any) -> Any:
+        k = self._cache_key(kind)
+        with _CACHE_LOCK:
+            if k not in _CACHE:
+                _CACHE[k] = make()
+            return _CACHE[k]
+
+    @property
+    def fs(self) -> Any:
+        """The synchronous fsspec filesystem (cached per process)."""
+        return self._cached("fs", lambda: open_fs(self.url, self.storage_options)[0])
+
+    @property
+    def fs_root(self) -> str:
+        """The root path within :attr:`fs`."""
+        root: str = self._cached("root", lambda: open_fs(self.url, self.storage_options)[1])
+        return root
+
+    @property
+    def layout(self) -> layout.Layout:
+        """The paths of this store (:class:`strata.storage.layout.Layout`)."""
+        root = self.fs_root  # not inside the cache's lock: building it takes the lock too
+        lay: layout.Layout = self._cached("layout", lambda: layout.Layout(root))
+        return lay
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the store is on a local file system."""
+        return self.protocol == "file"
+
+    @property
+    def store(self) -> Any:
+        """The Zarr store rooted at the URL (cached per process)."""
+        return self._cached("store", lambda: zarr_store(self.url, self.storage_options))
+
+    def close(self) -> None:
+        """Forget this process's cached filesystem, store and parsed arrays for this URL
+        (closing connections where the filesystem can); the next use opens new ones.
+        """
+        pid, mine = os.getpid(), (type(self).__name__, self._token())
+        with _CACHE_LOCK:
+            items = [k for k in _CACHE if k[2:] == mine]
+            objs = [(k[0] == pid, _CACHE.pop(k)) for k in items]
+        for own, obj in objs:
+            if own and obj.__class__.__name__.endswith("Store"):
+                _zarr.clear_array_cache(obj)
+            closer = getattr(obj, "close", None)
+            if own and callable(closer):  # another process's objects are only forgotten
+                try:
+                    closer()
+                except Exception as e:  # closing is best effort
+                    logger.debug("closing %r: %s", obj, e)
+
+    def path(self, *parts: str) -> str:
+        """An fsspec path below the root (see :meth:`strata.storage.layout.Layout.path`)."""
+        return self.layout.path(*parts)
+
+    def _invalidate(self, path: str) -> None:
+        invalidate = getattr(self.fs, "invalidate_cache", None)
+        if invalidate is not None:
+            invalidate(path)
+
+    def _check_writable(self, what: str) -> None:
+        if self.readonly:
+            raise ReadOnlyError(f"{self!r} is read-only: cannot {what}")
+
+    def _ls_names(self, path: str) -> list[str]:
+        self._invalidate(path)
+        try:
+            entries = self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    # -- keys -------------------------------------------------------------------------------
+    def backend_key(self, key: DataKey) -> str:
+        """``<run_id>/<data_type>-<lineage hash>``."""
+        return layout.backend_key(key)
+
+    @staticmethod
+    def parse_backend_key(backend_key: str) -> tuple[str, str, str]:
+        """Split and validate a backend key into ``(run_id, data_type, lineage_hash)``."""
+        return layout.parse_backend_key(backend_key)
+
+    # -- metadata ---------------------------------------------------------------------------
+    def _manifest_where(self, backend_key: str) -> str:
+        return f"{redact_url(self.url)}/{self.layout.rel(self.layout.manifest(backend_key))}"
+
+    def get_metadata(self, backend_key: str) -> Manifest:
+        """Read and verify the manifest of ``backend_key``."""
+        path = self.layout.manifest(backend_key)
+        try:
+            raw = self.fs.cat_file(path)
+        except FileNotFoundError:
+            raise DataNotAvailable(
+                f"nothing committed at {backend_key!r} in {redact_url(self.url)}"
+            ) from None
+        where = self._manifest_where(backend_key)
+        m = Manifest.from_bytes(raw, where)
+        run_id, data_type, h = self.parse_backend_key(backend_key)
+        if (m.key.run_id, m.key.data_type, m.key.lineage_hash) != (run_id, data_type, h):
+            raise DataCorrupted(f"manifest {where} describes {m.key}, not {backend_key}")
+        layout.check_attempt(m.attempt, f"manifest {where}")
+        return m
+
+    def list_backend_keys(self, run_id: str | None = None) -> list[str]:
+        """Backend keys of committed (or partly written) data, optionally of one run."""
+        if run_id is not None:
+            runs = [validate_run_id(run_id)]
+        else:
+            runs = [r for r in self._ls_names(self.layout.data_dir()) if _is_name(r)]
+        out = []
+        for run in runs:
+            for name in self._ls_names(self.layout.run_dir(run)):
+                bk = f"{run}/{name}"
+                try:
+                    layout.parse_backend_key(bk)
+                except InvalidKey:
+                    logger.debug("not a strata key directory: %s", bk)
+                    continue
+                out.append(bk)
+        return sorted(out)
+
+    def list_run_ids(self) -> list[str]:
+        """Run ids with a directory under ``data/``."""
+        return [r for r in self._ls_names(self.layout.data_dir()) if _is_name(r)]
+
+    def stored_bytes(self, backend_key: str, manifest: Manifest | None = None) -> int | None:
+        """Bytes on storage of the committed attempt at ``backend_key`` (one listing)."""
+        m = manifest if manifest is not None else self.get_metadata(backend_key)
+        try:
+            return int(self.fs.du(self.layout.attempt_dir(backend_key, m.attempt), total=True))
+        except (OSError, ValueError) as e:
+            logger.debug("could not measure %s: %s", backend_key, e)
+            return None
+
+    def data_location(self, backend_key: str, attempt: str) -> str | None:
+        """The path (local) or URL (remote) of the Zarr group of ``attempt``."""
+        return self._ancillary_location(self.layout.attempt_prefix(backend_key, attempt), "")
+
+    # -- saving -----------------------------------------------------------------------------
+    def saver(
+        self,
+        backend_key: str,
+        key: DataKey,
+        dtype: Any,
+        metadata: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> ZarrSaver:
+        """A saver for ``key``; raises ``DataExistsError`` at once if it is already committed."""
+        self._check_writable(f"save {key}")
+        if self.backend_key(key) != backend_key:
+            raise InvalidKey(f"backend key {backend_key!r} does not belong to {key}")
+        if not overwrite and self.exists(backend_key):
+            raise DataExistsError(
+                f"{key} is already stored in {redact_url(self.url)}; "
+                "pass overwrite=True to replace it"
+            )
+        return ZarrSaver(self, backend_key, key, dtype, metadata=metadata, overwrite=overwrite)
+
+    def array_templates(self, dtype: np.dtype[Any]) -> dict[str, dict[str, Any]]:
+        """Per field, the Zarr v3 array metadata this backend writes, less shape and chunks."""
+        return array_templates(dtype, self.compressors)
+
+    def _remove_attempt(self, backend_key: str, attempt: str) -> None:
+        d = self.layout.attempt_dir(backend_key, attempt)
+        self._invalidate(d)
+        try:
+            if self.fs.exists(d):
+                self.fs.rm(d, recursive=True)
+        except FileNotFoundError:
+            pass
+        self._invalidate(d)
+
+    def _remove_key_dir_if_empty(self, backend_key: str) -> None:
+        d = self.layout.key_dir(backend_key)
+        self._invalidate(d)
+        if not self.fs.exists(self.layout.manifest(backend_key)) and not self._ls_names(d):
+            try:
+                self.fs.rmdir(d)
+            except (FileNotFoundError, OSError):
+                pass
+
+    def remove(self, backend_key: str) -> None:
+        """Remove committed data: the manifest first, then the attempt directories."""
+        self._check_writable(f"remove {backend_key}")
+        d = self.layout.key_dir(backend_key)
+        self._unindex_array(backend_key)  # stored-object index first (FsObjectStore)
+        try:
+            self.fs.rm_file(self.layout.manifest(backend_key))
+        except FileNotFoundError:
+            raise DataNotAvailable(f"nothing committed at {backend_key!r}") from None
+        self._invalidate(d)
+        for name in self._ls_names(d):
+            if layout.is_attempt(name):
+                self._remove_attempt(backend_key, name)
+        self._remove_key_dir_if_empty(backend_key)
+
+    # -- garbage collection -----------------------------------------------------------------
+    def gc(self, min_age_seconds: float = 3600.0, dry_run: bool = False) -> list[str]:
+        """Remove what failed or killed saves left: attempts no manifest references.
+
+        Only attempts older than ``min_age_seconds`` are removed (younger ones may belong to a
+        save in progress). Returns the removed paths (relative to the root).
+        """
+        if not dry_run:
+            self._check_writable("gc")
+        removed = []
+        now = _dt.datetime.now(_dt.UTC)
+        for bk in self.list_backend_keys():
+            d = self.layout.key_dir(bk)
+            try:
+                live: str | None = self.get_metadata(bk).attempt
+            except DataNotAvailable:
+                live = None
+            except DataCorrupted:
+                logger.warning("gc: %s has a damaged manifest; leaving it for inspection", bk)
+                continue
+            for name in self._ls_names(d):
+                if name == layout.MANIFEST or name == live:
+                    continue
+                started = layout.attempt_started(name) if layout.is_attempt(name) else None
+                if started is not None:
+                    if (now - started).total_seconds() < min_age_seconds:
+                        continue
+                elif not layout.is_temp_file(name):
+                    continue
+                removed.append(self.layout.rel(f"{d}/{name}"))
+                if not dry_run:
+                    try:
+                        self.fs.rm(f"{d}/{name}", recursive=True)
+                    except FileNotFoundError:
+                        pass
+            if live is None and not dry_run:
+                self._remove_key_dir_if_empty(bk)
+        return removed
+
+    # -- loading ----------------------------------------------------------------------------
+    def loader_from_manifest(
+        self,
+        backend_key: str,
+        manifest: Manifest,
+        fields: Sequence[str] | None = None,
+        time_range: tuple[int, int] | None = None,
+    ) -> LazyData:
+        """Lazy Dask collections over ``backend_key``, from its manifest (already read).
+
+        ``fields`` selects arrays to read; ``time_range`` ``(t0, t1)`` selects records with
+        ``t0 <= time < t1``, reading only overlapping partitions (and the ``time`` values of
+        the partitions that straddle its ends). The graph has one task per stored chunk.
+        """
+        return build_loader(self, backend_key, manifest, fields=fields, time_range=time_range)
+
+
+def _is_name(name: str) -> bool:
+    try:
+        validate_run_id(name)
+    except InvalidKey:
+        return False
+    return True
