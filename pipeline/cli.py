@@ -724,19 +724,88 @@ def runs(storage: tuple[str, ...]) -> None:
     "--min-age",
     default=3600.0,
     show_default=True,
-    help="Only remove attempts older than this many seconds (younger ones may be running).",
+    help="Only remove attempts whose lease is older than this many seconds (a running save "
+    "renews its lease), and temporary files older than this.",
+)
+@click.option(
+    "--grace",
+    default=24 * 3600.0,
+    show_default=True,
+    help="Keep attempts an overwrite superseded for this many seconds after it (readers that "
+    "opened the old manifest read it completely).",
 )
 @click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
 @_errors
-def gc(storage: tuple[str, ...], min_age: float, dry_run: bool) -> None:
-    """Remove what failed or killed saves left behind (uncommitted attempts)."""
+def gc(storage: tuple[str, ...], min_age: float, grace: float, dry_run: bool) -> None:
+    """Remove what failed, killed and overwritten saves left behind: uncommitted and
+    superseded attempts, temporary files, orphaned stored-object directories."""
     for url in storage:
         fe = open_frontend(url)
-        removed = fe.gc(min_age_seconds=min_age, dry_run=dry_run)  # in every backend that can
+        # in every backend that can
+        removed = fe.gc(min_age_seconds=min_age, dry_run=dry_run, grace_seconds=grace)
         verb = "would remove" if dry_run else "removed"
         _say(f"{fe!r}: {verb} {len(removed)} leftover attempt(s)")
         for path in removed:
             _say(f"  {path}")
+
+
+@main.command(name="verify")
+@click.argument("run_id", required=False)
+@click.argument("target", required=False)
+@_storage_option
+@click.option(
+    "--max-problems",
+    default=20,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Problems printed per key (every problem is counted in the summary).",
+)
+@_errors
+def verify_command(
+    run_id: str | None, target: str | None, storage: tuple[str, ...], max_problems: int
+) -> None:
+    """Check stored data (of RUN_ID, of data type TARGET, or all) against its manifests.
+
+    Every chunk and metadata document a commit names is read (not decoded) and compared with
+    the size and crc32c its manifest recorded; a missing, truncated, swapped or replaced
+    object, or a damaged manifest, is a problem naming key, array and chunk. Prints a summary
+    and the problems (up to --max-problems per key); the exit status is 1 if there is any
+    problem, else 0.
+    """
+    damaged = 0
+    for url in storage:
+        fe = open_frontend(url)
+        with _progress_bar("verifying") as progress:
+            reports = fe.verify(run_id, target, progress=progress)
+        if not reports:
+            what = " ".join(x for x in (run_id, target) if x)
+            _say(f"nothing stored in {fe!r}" + (f" for {what}" if what else ""))
+            continue
+        bad = [r for r in reports if not r.ok]
+        damaged += len(bad)
+        table = _table(f"verified {fe!r}")
+        for col in ("keys", "intact", "damaged", "objects", "MB read", "problems"):
+            table.add_column(col, justify="right")
+        table.add_row(
+            f"{len(reports):,}",
+            f"{len(reports) - len(bad):,}",
+            f"{len(bad):,}",
+            f"{sum(r.objects for r in reports):,}",
+            _mb(sum(r.bytes_read for r in reports)),
+            f"{sum(len(r.problems) for r in reports):,}",
+            style="bold red" if bad else "bold",
+        )
+        console.print(table)
+        for r in reports:
+            for note in r.notes:
+                _say(f"note: {r.backend_key}: {note}")
+            for problem in r.problems[:max_problems]:
+                _say(f"{r.backend_key}: {problem}")
+            if len(r.problems) > max_problems:
+                _say(f"{r.backend_key}: ... and {len(r.problems) - max_problems} more problem(s)")
+    if damaged:
+        _say(f"{damaged} damaged key(s)")
+        raise click.exceptions.Exit(1)
 
 
 @main.command(name="copy")

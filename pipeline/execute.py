@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from strata.storage.commit import lease_heartbeat
+
 from .build import SaveTask
 
 __all__ = ["Progress", "active_client", "run_graph"]
@@ -109,10 +111,12 @@ def run_graph(
             progress(0, 0)
         return []
     client = active_client(client)
-    if client is not None:
-        values = _run_distributed(client, collections, save_tasks, units, progress)
-    else:
-        values = _run_local(collections, save_tasks, units, progress)
+    # the savers' leases are renewed while we wait, so gc never takes a slow save for dead
+    with lease_heartbeat([t.saver for t in save_tasks]):
+        if client is not None:
+            values = _run_distributed(client, collections, save_tasks, units, progress)
+        else:
+            values = _run_local(collections, save_tasks, units, progress)
     return values[: len(outputs)]
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from collections.abc import Callable
+
 from .backends.base import StorageBackend
 from .backends.zarr import ZarrBackend, ZarrSaver
+from .backends.zarr.verify import KeyReport
 from .codecs import PRESETS, codec_chain
 from .copy import copy_data
 from .errors import (
@@ -24,6 +27,7 @@ from .errors import (
     ReadOnlyError,
     RemoteStorageError,
     StorageError,
+    StorageFull,
     StorageUnreachable,
 )
 from .frontends.base import Entry, Location, StorageFrontend
@@ -49,6 +53,7 @@ __all__ = [
     "AuthenticationFailed",
     "BucketNotFound",
     "RemoteStorageError",
+    "StorageFull",
     "StorageUnreachable",
     "copy_data",
     "BaseDataQuery",
@@ -66,6 +71,7 @@ __all__ = [
     "DirectoryFrontend",
     "Entry",
     "InvalidKey",
+    "KeyReport",
     "LazyData",
     "Location",
     "Manifest",
@@ -88,18 +94,41 @@ __all__ = [
     "open_backend",
     "open_frontend",
     "register_frontend",
+    "verify",
 ]
 
 
 def gc(
-    url: str, min_age_seconds: float = 3600.0, dry_run: bool = False, **kwargs: object
+    url: str,
+    min_age_seconds: float = 3600.0,
+    dry_run: bool = False,
+    grace_seconds: float = 24 * 3600.0,
+    **kwargs: object,
 ) -> list[str]:
-    """Remove what failed or killed saves left under ``url``; returns the removed paths.
+    """Remove what failed, killed and overwritten saves left under ``url``; returns the
+    removed paths (with ``dry_run``, what would be removed).
 
-    Attempts younger than ``min_age_seconds`` are kept: they may belong to a running save.
+    Attempts whose lease is younger than ``min_age_seconds`` are kept (a running save renews
+    it); attempts an overwrite superseded are kept for ``grace_seconds`` after it (readers).
     """
     backend = open_backend(url, **kwargs)
-    return backend.gc(min_age_seconds=min_age_seconds, dry_run=dry_run)
+    return backend.gc(min_age_seconds=min_age_seconds, dry_run=dry_run, grace_seconds=grace_seconds)
+
+
+def verify(
+    url: str | StorageFrontend,
+    run_id: str | None = None,
+    target: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs: object,
+) -> list[KeyReport]:
+    """Check the data committed under ``url`` (of ``run_id``, of data type ``target``, or
+    all) against its manifests: one :class:`KeyReport` per key, ``ok`` if every object the
+    manifest names exists with its recorded size and digest. ``kwargs`` (``storage_options``,
+    ...) go to :func:`open_frontend`; see :meth:`StorageFrontend.verify`.
+    """
+    frontend = open_frontend(url, **kwargs)
+    return frontend.verify(run_id=run_id, target=target, progress=progress)
 
 
 def __getattr__(name: str) -> object:
@@ -108,4 +137,4 @@ def __getattr__(name: str) -> object:
         from .frontends.sql import SQLFrontend
 
         return SQLFrontend
-    raise AttributeError(f"module 'storage' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

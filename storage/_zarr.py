@@ -44,8 +44,12 @@ class ChecksumMismatch(ValueError):
 
 
 def crc32c(data: Any) -> int:
-    """The crc32c of a bytes-like object (the checksum Zarr's ``crc32c`` codec uses)."""
-    return int(google_crc32c.value(bytes(data) if not isinstance(data, bytes) else data))
+    """The crc32c of a bytes-like object or contiguous numpy array (the checksum Zarr's
+    ``crc32c`` codec uses), without copying it.
+    """
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+    return int(google_crc32c.value(data))
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -204,3 +208,19 @@ def metadata_buffers(meta: Any) -> dict[str, Any]:
     from zarr.core.buffer import default_buffer_prototype
 
     return dict(meta.to_buffer_dict(default_buffer_prototype()))
+
+
+async def put_bytes(store: Any, key: str, data: bytes) -> None:
+    """Store ``data`` under ``key`` of ``store`` (a small file that is not a Zarr node)."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    await store.set(key, default_buffer_prototype().buffer.from_bytes(data))
+
+
+async def fetch_key(store: Any, key: str) -> Any:
+    """The stored bytes (a zarr ``Buffer``) at ``key`` of ``store`` (any object: a chunk, a
+    ``zarr.json``), or ``None`` if absent.
+    """
+    from zarr.core.buffer import default_buffer_prototype
+
+    return await store.get(key, prototype=default_buffer_prototype())

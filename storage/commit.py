@@ -12,24 +12,43 @@ This module is the one place that decides both, for every saver, on threads and 
   the winner's manifest (the pipeline's choice: a key names what produced the data, so the
   stored data *is* what this saver would have written). Either way the loser's attempt is
   removed by the saver, never the winner's.
+- **A live save keeps a lease**: its writer renews ``strata.lease`` in its attempt with every
+  segment and at the commit, and :func:`lease_heartbeat` renews it while the save computes;
+  gc removes only attempts whose lease is older than its min-age. A commit first checks that
+  every segment it names still exists (:class:`AttemptMissing` otherwise), so a save whose
+  attempt was collected fails loudly instead of committing holes.
+- **An overwrite** leaves the superseded attempt in place: a reader that opened the old
+  manifest reads it completely; gc removes it after a grace period.
 - **A rerun of a commit that already took effect** (a worker died after writing the manifest,
   before reporting) finds its own attempt committed and returns that manifest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .errors import DataCorrupted, DataExistsError, DataNotAvailable, StorageError
 from .fs import atomic_write, exclusive_write
 from .manifest import Manifest
 
-__all__ = ["AttemptMissing", "CommitResult", "LostRace", "commit_manifest"]
+__all__ = [
+    "LEASE_INTERVAL",
+    "AttemptMissing",
+    "CommitResult",
+    "LostRace",
+    "commit_manifest",
+    "lease_heartbeat",
+]
 
 logger = logging.getLogger(__name__)
+
+LEASE_INTERVAL = 60.0
+"""Seconds between lease renewals while a save computes (gc's default min-age is an hour)."""
 
 
 class AttemptMissing(StorageError):
@@ -121,3 +140,34 @@ def commit_manifest(
         f"{manifest.key} was committed by another saver while this one was writing; "
         "this attempt was discarded"
     )
+
+
+@contextlib.contextmanager
+def lease_heartbeat(savers: Sequence[Any], interval: float = LEASE_INTERVAL) -> Iterator[None]:
+    """Renew the leases of ``savers`` every ``interval`` seconds while the block runs.
+
+    A save renews its lease as it writes; a long computation between writes (a slow plugin)
+    would let it age past gc's min-age. The process that drives the save runs this heartbeat
+    for as long as it waits for the computation, on threads or on a cluster. A failed renewal
+    is logged, not raised: the save's own writes renew the lease too.
+    """
+    if not savers:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            for s in savers:
+                try:
+                    s.touch_lease()
+                except Exception as e:  # e.g. the save failed and aborted meanwhile
+                    logger.debug("could not renew the lease of %s: %s", s.key, e)
+
+    thread = threading.Thread(target=beat, name="strata-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -20,7 +20,8 @@ import numpy as np
 
 from .backends.base import StorageBackend
 from .codecs import CompressorLike
-from .errors import DataCorrupted
+from .commit import lease_heartbeat
+from .errors import DataCorrupted, DataNotAvailable
 from .frontends.base import StorageFrontend
 from .keys import DataKey
 from .lazy import LazyData
@@ -83,6 +84,7 @@ def copy_data(
     loc = src.find(key)
     m = src.manifest_at(loc)
     target = _with_codecs(dst, compressor, rechunk_mb)
+    replaced = _stored_manifest(target, key) if overwrite else None
     saver = target.saver(m.key, m.np_dtype, metadata=m.metadata, overwrite=overwrite)
     lazy = src.loader_at(loc)
     parts = _partitions(lazy, m)
@@ -92,14 +94,21 @@ def copy_data(
     import dask
 
     digest = dask.delayed(_digest, pure=True)
-    written, src_sums = compute(saver.save(parts, intervals), [digest(p) for p in parts])
+    with lease_heartbeat([saver]):
+        written, src_sums = compute(saver.save(parts, intervals), [digest(p) for p in parts])
     try:
         copied = target.loader(key)
         dst_sums = compute([digest(p) for p in _partitions(copied, written)])[0]
         _compare(key, src_sums, dst_sums)
     except DataCorrupted:
-        logger.error("copy of %s to %r does not match its source; removing it", key, dst)
-        target.remove(key)
+        if replaced is not None:
+            # an in-place rewrite (or an overwrite): the replaced attempt is still there, so
+            # the old commit is restored exactly and the new attempt removed
+            logger.error("copy of %s to %r does not match its source; restoring", key, dst)
+            target.restore(key, replaced)
+        else:
+            logger.error("copy of %s to %r does not match its source; removing it", key, dst)
+            target.remove(key)
         raise
     logger.info(
         "copied %s from %r to %r: %d rows in %d partitions, verified",
@@ -110,6 +119,13 @@ def copy_data(
         len(written.partitions),
     )
     return written
+
+
+def _stored_manifest(frontend: StorageFrontend, key: DataKey) -> Manifest | None:
+    try:
+        return frontend.manifest_at(frontend.find(key))
+    except DataNotAvailable:
+        return None
 
 
 def partition_digests(lazy: LazyData, client: Any = None) -> list[str]:

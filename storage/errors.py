@@ -23,7 +23,9 @@ __all__ = [
     "ReadOnlyError",
     "RemoteStorageError",
     "StorageError",
+    "StorageFull",
     "StorageUnreachable",
+    "os_error",
 ]
 
 
@@ -102,6 +104,30 @@ class AuthenticationFailed(RemoteStorageError, PermissionError):
 
 class AccessDenied(RemoteStorageError, PermissionError):
     """The credentials were accepted but do not permit the operation."""
+
+
+class StorageFull(StorageError, OSError):
+    """The file system or quota has no room for what is being written (ENOSPC, EDQUOT)."""
+
+
+def os_error(exc: OSError, what: str, path: str) -> StorageError | None:
+    """A strata error for an OS-level failure of ``what`` at ``path`` (full disk, permission
+    denied, name too long), naming both; ``None`` for errors that need no translation.
+    """
+    import errno
+
+    code = exc.errno
+    if isinstance(exc, StorageError) or code is None:
+        return None
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StorageFull(
+            code, f"no space left to {what} at {path}: {exc.strerror}; nothing was committed"
+        )
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return AccessDenied(code, f"permission denied to {what} at {path}: {exc.strerror}")
+    if code == errno.ENAMETOOLONG:
+        return InvalidKey(f"cannot {what}: a name in {path} is too long for the file system")
+    return None
 
 
 class BucketNotFound(RemoteStorageError):

@@ -49,6 +49,9 @@ Lineage = dict[str, list[Any]]
 """``{data_type: [plugin class name, version, {option: value}]}``."""
 
 HASH_LENGTH = 12
+MAX_NAME_LENGTH = 128
+"""Longest run id or data type: names become file names (255 bytes on most file systems)
+together with a hash, a suffix and a temporary-file tag."""
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.]+$")
 
 
@@ -62,6 +65,11 @@ def validate_name(value: object, what: str) -> str:
         raise InvalidKey(f"{what} must be a string, got {value!r} ({type(value).__name__})")
     if not value:
         raise InvalidKey(f"{what} must not be empty")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidKey(
+            f"invalid {what} {value[:40]!r}... ({len(value)} characters): at most "
+            f"{MAX_NAME_LENGTH} are allowed (it becomes a file name)"
+        )
     if not _NAME_RE.match(value) or ".." in value or value == ".":
         raise InvalidKey(
             f"invalid {what} {value!r}: only letters, digits, '_' and '.' are allowed "

@@ -253,6 +253,24 @@ class Layout:
             _check_component(p)
         return rel
 
+    def check_local(self, path: str) -> str:
+        """``path`` if, with every symbolic link resolved, it still lies below the root (for
+        stores on a local file system); else ``StorageError``: a link must not lead strata to
+        read or delete outside the store.
+        """
+        import os
+
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(path)
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise StorageError(
+                f"{path!r} leads outside the store root {self.root!r} (to {real!r}, through a "
+                "symbolic link); strata neither reads nor deletes there"
+            )
+        if os.path.islink(path):
+            raise StorageError(f"{path!r} is a symbolic link; strata does not follow it")
+        return path
+
     # data
     def data_dir(self) -> str:
         """``data/``: the data of every run."""

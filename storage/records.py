@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidKey
+from .layout import check_field
 
 __all__ = [
     "check_dtype",
@@ -39,8 +40,9 @@ def check_dtype(dtype: Any) -> np.dtype[Any]:
                 f"field {name!r} has dtype {dt[name]}: only fixed-size numeric, bool, "
                 "bytes and unicode fields can be stored"
             )
-        if name.startswith("_") or "/" in name or name in (".", ".."):
-            raise InvalidKey(f"field name {name!r} cannot be stored: no '/' or leading '_'")
+        if name.startswith("_"):
+            raise InvalidKey(f"field name {name!r} cannot be stored: no leading '_'")
+        check_field(name)  # becomes an array name: the layout's grammar
     return dt
 
 

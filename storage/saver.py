@@ -33,7 +33,7 @@ import numpy as np
 from .commit import LostRace
 from .keys import DataKey
 from .layout import segment_name
-from .manifest import Manifest, Partition, Segment, now_iso
+from .manifest import INT64_MAX, INT64_MIN, Manifest, Partition, Segment, now_iso
 from .records import check_dtype, check_partition
 
 __all__ = ["MERGE_GROUP", "Saver"]
@@ -114,6 +114,9 @@ class Saver(ABC):
     def abort(self) -> None:
         """Remove whatever this save attempt wrote. Safe to call more than once."""
 
+    def touch_lease(self) -> None:  # noqa: B027 - optional
+        """Renew this save's lease, so gc knows it is alive (backends with leases override)."""
+
     # -- shared logic ---------------------------------------------------------------------
     def _where(self, index: int, start: int, end: int) -> str:
         return f"{self.key} partition {index} [{start}, {end})"
@@ -187,6 +190,12 @@ class Saver(ABC):
     def _check_intervals(intervals: Sequence[tuple[int, int]], last_end: int | None) -> None:
         prev = last_end
         for i, (start, end) in enumerate(intervals):
+            for what, t in (("start", start), ("end", end)):
+                if not INT64_MIN <= t <= INT64_MAX:
+                    raise ValueError(
+                        f"partition {i}: {what} {t} does not fit int64 (ns times must lie in "
+                        f"[{INT64_MIN}, {INT64_MAX}])"
+                    )
             if end < start:
                 raise ValueError(f"partition {i}: end {end} is before start {start}")
             if prev is not None and start < prev:

@@ -224,11 +224,19 @@ class SaverTests:
         key = _key()
         pa, iv = make_run([30], seed=1)
         pb, _ = make_run([40], seed=2)
-        self._saver(backend, key).save(pa, iv).compute()
+        old = self._saver(backend, key).save(pa, iv).compute()
+        reader = backend.loader(backend.backend_key(key))  # opened before the overwrite
         self._saver(backend, key, overwrite=True).save(pb, iv).compute()
         got = backend.loader(backend.backend_key(key)).to_numpy()
         assert got.tobytes() == np.concatenate(pb).tobytes()
+        # the replaced attempt stays for readers of the old manifest, for the grace period
+        assert reader.to_numpy().tobytes() == np.concatenate(pa).tobytes()
         assert backend.gc(min_age_seconds=0) == []
+        [gone] = backend.gc(min_age_seconds=0, grace_seconds=0)
+        assert old.attempt in gone
+        with pytest.raises(DataCorrupted, match="missing"):
+            reader.to_numpy()  # collected: a named error, never zeros
+        assert backend.loader(backend.backend_key(key)).to_numpy().tobytes() == got.tobytes()
 
     def test_wrong_dtype_partition(self, backend):
         key = _key()

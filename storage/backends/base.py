@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..codecs import CompressorLike
 from ..errors import DataNotAvailable, StorageError
@@ -13,6 +13,9 @@ from ..lazy import LazyData
 from ..manifest import Manifest
 from ..objects.store import ObjectStore
 from ..saver import Saver
+
+if TYPE_CHECKING:
+    from .zarr.verify import KeyReport
 
 __all__ = ["StorageBackend"]
 
@@ -46,6 +49,8 @@ class StorageBackend(ObjectStore, ABC):
     """:meth:`gc` removes what failed saves left."""
     supports_recompression: bool = False
     """:meth:`with_codecs` gives a variant that writes with other codecs or chunk sizes."""
+    supports_verify: bool = False
+    """:meth:`verify` checks committed data against its manifest (``strata verify``)."""
 
     @abstractmethod
     def backend_key(self, key: DataKey) -> str:
@@ -126,15 +131,36 @@ class StorageBackend(ObjectStore, ABC):
         """
         return None
 
-    def gc(self, min_age_seconds: float = 3600.0, dry_run: bool = False) -> list[str]:
-        """Remove what failed or killed saves left; returns what was (or would be) removed."""
+    def gc(
+        self,
+        min_age_seconds: float = 3600.0,
+        dry_run: bool = False,
+        grace_seconds: float = 24 * 3600.0,
+    ) -> list[str]:
+        """Remove what failed or killed saves left (attempts whose lease is older than
+        ``min_age_seconds``) and what overwrites superseded (``grace_seconds`` after the
+        overwrite); returns what was (or would be) removed.
+        """
         raise self._unsupported("gc", "supports_gc")
+
+    def restore(self, backend_key: str, manifest: Manifest) -> None:
+        """Commit ``manifest`` (an earlier commit whose attempt still exists) again, replacing
+        the current commit, whose attempt is removed.
+        """
+        raise self._unsupported("restore an earlier commit", "supports_gc")
 
     def with_codecs(
         self, compressor: CompressorLike = None, chunk_target_mb: float | None = None
     ) -> StorageBackend:
         """A copy of this backend that writes with ``compressor`` / ``chunk_target_mb``."""
         raise self._unsupported("recompress or rechunk", "supports_recompression")
+
+    def verify(self, backend_key: str) -> KeyReport:
+        """Check the data committed at ``backend_key`` against its manifest: every object it
+        names exists with the recorded size and digest. Returns a report (a damaged manifest
+        is a failed report); ``DataNotAvailable`` if nothing is committed there.
+        """
+        raise self._unsupported("verify", "supports_verify")
 
     def close(self) -> None:
         """Release this process's connections and caches of this backend (reopened on use)."""

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import builtins
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import StorageBackend
 from ..commit import LostRace
 from ..errors import DataCorrupted, DataNotAvailable, ReadOnlyError
+from ..jsonio import load_document
 from ..keys import DataKey, validate_run_id
 from ..lazy import LazyData
 from ..manifest import Manifest
 from ..saver import Saver
+
+if TYPE_CHECKING:
+    from ..backends.zarr.verify import KeyReport
 
 __all__ = ["Entry", "Location", "StorageFrontend"]
 
@@ -129,12 +132,7 @@ class StorageFrontend(ABC):
         """A stored run document, or ``DataCorrupted`` naming the run if it is not a JSON
         object.
         """
-        try:
-            doc = json.loads(raw)
-        except ValueError as e:
-            raise DataCorrupted(
-                f"run metadata {run_id!r} in {self!r} is not valid JSON: {e}"
-            ) from e
+        doc = load_document(raw, f"run metadata {run_id!r} in {self!r}")
         if not isinstance(doc, dict):
             raise DataCorrupted(f"run metadata {run_id!r} in {self!r} is not a JSON object")
         return doc
@@ -251,14 +249,39 @@ class StorageFrontend(ABC):
         loc = self.find(key)
         self.backends[loc.backend].remove(loc.backend_key)
 
-    def gc(self, min_age_seconds: float = 3600.0, dry_run: bool = False) -> builtins.list[str]:
-        """Remove what failed or killed saves left in every backend that can (see
-        ``StorageBackend.gc``); returns what was (or would be) removed.
+    def restore(self, key: DataKey, manifest: Manifest) -> None:
+        """Commit ``manifest`` (an earlier commit of ``key``, whose attempt still exists) again,
+        undoing an overwrite: what ``copy_data`` does when an in-place rewrite fails its check.
         """
+        if self.readonly:
+            raise ReadOnlyError(f"{self!r} is read-only: cannot restore {key}")
+        if manifest.key != key:
+            raise ValueError(f"the manifest to restore commits {manifest.key}, not {key}")
+        loc = self.find(key)
+        self.backends[loc.backend].restore(loc.backend_key, manifest)
+        self._register(key, Location(loc.backend, loc.backend_key, manifest), manifest)
+
+    def gc(
+        self,
+        min_age_seconds: float = 3600.0,
+        dry_run: bool = False,
+        grace_seconds: float = 24 * 3600.0,
+    ) -> builtins.list[str]:
+        """Remove what failed or killed saves left, and what overwrites superseded, in every
+        backend that can (see ``StorageBackend.gc``); returns what was (or would be) removed.
+        """
+        if not dry_run and self.readonly:
+            raise ReadOnlyError(f"{self!r} is read-only: cannot gc")
         removed: builtins.list[str] = []
         for backend in self.backends.values():
             if backend.supports_gc:
-                removed.extend(backend.gc(min_age_seconds=min_age_seconds, dry_run=dry_run))
+                removed.extend(
+                    backend.gc(
+                        min_age_seconds=min_age_seconds,
+                        dry_run=dry_run,
+                        grace_seconds=grace_seconds,
+                    )
+                )
         return removed
 
     def saver(
@@ -301,3 +324,71 @@ class StorageFrontend(ABC):
     def list_runs(self) -> builtins.list[str]:
         """Run ids known here."""
         return self._list_runs()
+
+    def verify(
+        self,
+        run_id: str | None = None,
+        target: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> builtins.list[KeyReport]:
+        """Check committed data (of ``run_id``, of data type ``target``, or all) against its
+        manifests; one :class:`~strata.storage.backends.zarr.verify.KeyReport` per key.
+
+        The keys are the entries of :meth:`list` and, in backends that can list what they
+        store, every key directory with a manifest, so a damaged manifest (which :meth:`list`
+        skips) is a failed report too, and so is an entry the catalog lists without committed
+        data behind it. Keys of backends that cannot verify are reported as not verified.
+        ``progress(done, total)`` is called after each key.
+        """
+        from dataclasses import replace
+
+        # imported here: the generic catalog needs them only to verify
+        from ..backends.zarr.verify import KeyReport
+        from ..errors import InvalidKey, StorageError
+        from ..layout import parse_backend_key
+
+        if run_id is not None:
+            validate_run_id(run_id)
+        catalog = {
+            (e.location.backend, e.location.backend_key)
+            for e in self.list(run_id)
+            if target is None or e.key.data_type == target
+        }
+        todo = set(catalog)
+        for name, backend in self.backends.items():
+            if not backend.supports_listing:
+                continue
+            for bk in backend.list_backend_keys(run_id):
+                try:
+                    data_type = parse_backend_key(bk)[1]
+                except InvalidKey:
+                    continue
+                if (target is None or data_type == target) and self.takes(data_type):
+                    todo.add((name, bk))
+        reports: builtins.list[KeyReport] = []
+        for done, (name, bk) in enumerate(sorted(todo), 1):
+            backend = self.backends[name]
+            try:
+                if backend.supports_verify:
+                    report = backend.verify(bk)
+                else:
+                    m = backend.get_metadata(bk)
+                    report = KeyReport(
+                        bk, m.key, [f"not verified: {backend!r} cannot verify (supports_verify)"]
+                    )
+            except DataNotAvailable as e:
+                if (name, bk) in catalog:
+                    reports.append(
+                        KeyReport(bk, problems=[f"the catalog lists it, but {e}"], backend=name)
+                    )
+                # else: a key directory without a commit (a save in progress, or failed)
+            except DataCorrupted as e:
+                reports.append(KeyReport(bk, problems=[f"manifest: {e}"], backend=name))
+            except (StorageError, OSError) as e:  # one unreadable key is a problem of its own
+                why = f"{type(e).__name__}: {e}"
+                reports.append(KeyReport(bk, problems=[f"cannot be verified: {why}"], backend=name))
+            else:
+                reports.append(replace(report, backend=name))
+            if progress is not None:
+                progress(done, len(todo))
+        return reports

@@ -872,9 +872,28 @@ class SQLFrontend(StorageFrontend):
                     f"{key} is already stored in {self!r} (backend {loc.backend!r}); "
                     "pass overwrite=True to replace it"
                 )
-        return super().saver(
-            key, dtype, metadata=metadata, overwrite=overwrite, lost_race=lost_race
-        )
+        try:
+            return super().saver(
+                key, dtype, metadata=metadata, overwrite=overwrite, lost_race=lost_race
+            )
+        except DataExistsError:
+            self._reconcile(key)
+            raise
+
+    def _reconcile(self, key: DataKey) -> None:
+        """Register ``key`` if its save backend holds a commit the catalog misses (the
+        registration after that commit failed): storage and catalog never disagree for good.
+        """
+        name = self._backend_for_save(key)
+        backend = self.backends[name]
+        bk = backend.backend_key(key)
+        try:
+            m = backend.get_metadata(bk)
+        except (DataNotAvailable, DataCorrupted):
+            return
+        if m.key == key:
+            logger.warning("%s was committed in %r but not registered; registering it", key, name)
+            self._register_many([(key, Location(name, bk, m), m)])
 
     def _entry_row(self, key: DataKey, manifest: Manifest) -> dict[str, Any]:
         return {

@@ -29,6 +29,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import DataCorrupted, InvalidKey, StorageError
+from ..jsonio import load_document
 from ..keys import canonical_json, validate_name
 
 __all__ = [
@@ -246,10 +247,7 @@ def document_bytes(doc: dict[str, Any]) -> bytes:
 
 def parse_document(raw: bytes, where: str) -> dict[str, Any]:
     """Parse and verify a stored document; ``DataCorrupted`` naming ``where`` if it is bad."""
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataCorrupted(f"stored object {where} is not valid JSON (damaged: {e})") from e
+    doc = load_document(raw, f"stored object {where}")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise DataCorrupted(f"stored object {where} is not a {FORMAT} document")
     body = dict(doc)

@@ -441,7 +441,11 @@ class FsObjectStore(ObjectStore):
                 continue
             live = (doc or {}).get("ancillary")
             self._invalidate(f"{base}/{name}")
-            for sub in self.fs.ls(f"{base}/{name}", detail=False):
+            try:
+                subs = self.fs.ls(f"{base}/{name}", detail=False)
+            except FileNotFoundError:  # removed meanwhile (another gc, a removal)
+                continue
+            for sub in subs:
                 att = str(sub).rstrip("/").rsplit("/", 1)[-1]
                 started = layout.attempt_started(att) if layout.is_object_attempt(att) else None
                 if started is None or f"{OBJECTS}/{name}/{att}" == live:

@@ -350,7 +350,7 @@ def test_secrets_never_leak(auth_s3, caplog):
     for obj in s3.list_objects_v2(Bucket=bucket)["Contents"]:
         if obj["Key"].endswith(".json"):  # manifests, run documents, zarr metadata
             seen.append(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode())
-    assert any("strata.manifest.v1" in s for s in seen)  # the manifests were checked
+    assert any("strata.manifest.v2" in s for s in seen)  # the manifests were checked
     for text in seen:
         assert secret not in text
         assert secret[::-1] not in text

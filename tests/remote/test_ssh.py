@@ -213,7 +213,7 @@ def test_secrets_never_leak(protected_server, tmp_path, caplog):
             seen += [str(e.value), repr(e.value), repr(bad)]
         seen.append(caplog.text)
         seen += [p.read_text() for p in (tmp_path / "s").rglob("*.json")]
-        assert any("strata.manifest.v1" in s for s in seen)
+        assert any("strata.manifest.v2" in s for s in seen)
         for text in seen:
             for secret in (PASSPHRASE, PASSPHRASE[::-1], "Url-Password-1"):
                 assert secret not in text

@@ -20,8 +20,15 @@ from zarr.codecs import Crc32cCodec
 
 from ... import _zarr, layout
 from ...codecs import CompressorLike, compressors
-from ...errors import DataCorrupted, DataExistsError, DataNotAvailable, InvalidKey, ReadOnlyError
-from ...fs import open_fs, redact, redact_url, split_url, zarr_store
+from ...errors import (
+    DataCorrupted,
+    DataExistsError,
+    DataNotAvailable,
+    InvalidKey,
+    ReadOnlyError,
+    StorageError,
+)
+from ...fs import atomic_write, open_fs, redact, redact_url, split_url, zarr_store
 from ...keys import DataKey, validate_run_id
 from ...lazy import LazyData
 from ...manifest import Manifest
@@ -31,7 +38,7 @@ from .arrays import array_templates
 from .read import build_loader
 from .write import ZarrSaver
 
-__all__ = ["ZarrBackend"]
+__all__ = ["GC_GRACE_SECONDS", "ZarrBackend"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,18 @@ logger = logging.getLogger(__name__)
 # them. The key holds the pid, so a forked process never uses its parent's connections.
 _CACHE: dict[tuple[int, str, str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
+
+GC_GRACE_SECONDS = 24 * 3600.0
+"""How long gc keeps an attempt an overwrite superseded, for readers that opened its manifest
+before the overwrite (a day: longer than any sensible read)."""
+
+
+def _parse_time(iso: str) -> _dt.datetime | None:
+    try:
+        t = _dt.datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=_dt.UTC)
 
 
 def _rebuild(cls: type[ZarrBackend], kwargs: dict[str, Any]) -> ZarrBackend:
@@ -69,6 +88,7 @@ class ZarrBackend(FsObjectStore, StorageBackend):
     supports_exclusive_create = True
     supports_gc = True
     supports_recompression = True
+    supports_verify = True
 
     def __init__(
         self,
@@ -228,6 +248,8 @@ class ZarrBackend(FsObjectStore, StorageBackend):
     def get_metadata(self, backend_key: str) -> Manifest:
         """Read and verify the manifest of ``backend_key``."""
         path = self.layout.manifest(backend_key)
+        if self.is_local and os.path.lexists(path):
+            self._checked(path)
         try:
             raw = self.fs.cat_file(path)
         except FileNotFoundError:
@@ -301,8 +323,12 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         """Per field, the Zarr v3 array metadata this backend writes, less shape and chunks."""
         return array_templates(dtype, self.compressors)
 
+    def _checked(self, path: str) -> str:
+        """``path``, after checking (on local disk) that no symbolic link leads it out."""
+        return self.layout.check_local(path) if self.is_local else path
+
     def _remove_attempt(self, backend_key: str, attempt: str) -> None:
-        d = self.layout.attempt_dir(backend_key, attempt)
+        d = self._checked(self.layout.attempt_dir(backend_key, attempt))
         self._invalidate(d)
         try:
             if self.fs.exists(d):
@@ -320,6 +346,26 @@ class ZarrBackend(FsObjectStore, StorageBackend):
             except (FileNotFoundError, OSError):
                 pass
 
+    def restore(self, backend_key: str, manifest: Manifest) -> None:
+        """Commit ``manifest`` (an earlier commit whose attempt still exists) again, replacing
+        the current commit, whose attempt is removed.
+        """
+        self._check_writable(f"restore {backend_key}")
+        attempt_dir = self.layout.attempt_dir(backend_key, manifest.attempt)
+        if not self.fs.exists(attempt_dir):
+            raise DataNotAvailable(
+                f"cannot restore {manifest.key}: its attempt {manifest.attempt} is gone"
+            )
+        try:
+            current: Manifest | None = self.get_metadata(backend_key)
+        except (DataNotAvailable, DataCorrupted):
+            current = None
+        atomic_write(self.fs, self.layout.manifest(backend_key), manifest.to_bytes())
+        self._invalidate(self.layout.key_dir(backend_key))
+        if current is not None and current.attempt != manifest.attempt:
+            self._remove_attempt(backend_key, current.attempt)
+        self._index_array(backend_key, manifest)
+
     def remove(self, backend_key: str) -> None:
         """Remove committed data: the manifest first, then the attempt directories."""
         self._check_writable(f"remove {backend_key}")
@@ -336,42 +382,104 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         self._remove_key_dir_if_empty(backend_key)
 
     # -- garbage collection -----------------------------------------------------------------
-    def gc(self, min_age_seconds: float = 3600.0, dry_run: bool = False) -> list[str]:
-        """Remove what failed or killed saves left: attempts no manifest references.
+    def _age(self, path: str, now: _dt.datetime) -> float | None:
+        """Seconds since ``path`` was last modified, or ``None`` if it is gone."""
+        try:
+            modified = self.fs.modified(path)
+        except (FileNotFoundError, NotImplementedError, OSError):
+            return None
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=_dt.UTC)
+        return (now - modified).total_seconds()
 
-        Only attempts older than ``min_age_seconds`` are removed (younger ones may belong to a
-        save in progress). Returns the removed paths (relative to the root).
+    def _attempt_age(self, backend_key: str, attempt: str, now: _dt.datetime) -> float:
+        """Seconds since the attempt's writer last renewed its lease (else since it started)."""
+        started = layout.attempt_started(attempt)
+        age = (now - started).total_seconds() if started is not None else 0.0
+        lease = self._age(self.layout.lease(backend_key, attempt), now)
+        return age if lease is None else min(age, lease)
+
+    def gc(
+        self,
+        min_age_seconds: float = 3600.0,
+        dry_run: bool = False,
+        grace_seconds: float = GC_GRACE_SECONDS,
+    ) -> list[str]:
+        """Remove what failed, killed and overwritten saves left; returns the removed paths
+        (relative to the root), or with ``dry_run`` the paths it would remove.
+
+        - An attempt no manifest commits is removed once its lease (renewed by its writer while
+          the save runs) is older than ``min_age_seconds``: a live save is never collected.
+        - An attempt an overwrite superseded is removed only ``grace_seconds`` after the
+          overwrite committed, so a reader that opened the old manifest can finish.
+        - Temporary files of atomic writes older than ``min_age_seconds``, the ancillary
+          directories of stored objects no document names, and run-document temporary files.
+
+        Files that disappear while gc runs (another gc, an abort) are skipped; a damaged
+        manifest leaves its key alone (reported, for inspection).
         """
         if not dry_run:
             self._check_writable("gc")
-        removed = []
+        removed: list[str] = []
         now = _dt.datetime.now(_dt.UTC)
+
+        def rm(path: str) -> None:
+            try:
+                self._checked(path)
+            except StorageError as e:
+                logger.warning("gc: leaving %s alone: %s", path, e)
+                return
+            removed.append(self.layout.rel(path))
+            if dry_run:
+                return
+            try:
+                self._invalidate(path)
+                self.fs.rm(path, recursive=True)
+            except FileNotFoundError:
+                pass
+
         for bk in self.list_backend_keys():
             d = self.layout.key_dir(bk)
             try:
-                live: str | None = self.get_metadata(bk).attempt
+                live: Manifest | None = self.get_metadata(bk)
             except DataNotAvailable:
                 live = None
-            except DataCorrupted:
-                logger.warning("gc: %s has a damaged manifest; leaving it for inspection", bk)
+            except DataCorrupted as e:
+                logger.warning(
+                    "gc: %s has a damaged manifest; leaving it for inspection: %s", bk, e
+                )
                 continue
+            committed_at = _parse_time(live.writing_ended) if live is not None else None
+            live_started = layout.attempt_started(live.attempt) if live is not None else None
             for name in self._ls_names(d):
-                if name == layout.MANIFEST or name == live:
+                path = f"{d}/{name}"
+                if name == layout.MANIFEST or (live is not None and name == live.attempt):
                     continue
-                started = layout.attempt_started(name) if layout.is_attempt(name) else None
-                if started is not None:
-                    if (now - started).total_seconds() < min_age_seconds:
-                        continue
-                elif not layout.is_temp_file(name):
-                    continue
-                removed.append(self.layout.rel(f"{d}/{name}"))
-                if not dry_run:
-                    try:
-                        self.fs.rm(f"{d}/{name}", recursive=True)
-                    except FileNotFoundError:
-                        pass
+                if layout.is_attempt(name):
+                    if self._attempt_age(bk, name, now) < min_age_seconds:
+                        continue  # a save in progress (or just ended)
+                    started = layout.attempt_started(name)
+                    superseded = (
+                        live_started is not None and started is not None and started < live_started
+                    )
+                    if superseded and committed_at is not None:
+                        if (now - committed_at).total_seconds() < grace_seconds:
+                            continue  # readers of the overwritten manifest may still read it
+                    rm(path)
+                elif layout.is_temp_file(name):
+                    age = self._age(path, now)
+                    if age is not None and age >= min_age_seconds:
+                        rm(path)
             if live is None and not dry_run:
                 self._remove_key_dir_if_empty(bk)
+        # run documents' temporary files
+        runs = self.layout.runs_dir()
+        for name in self._ls_names(runs):
+            if layout.is_temp_file(name):
+                age = self._age(f"{runs}/{name}", now)
+                if age is not None and age >= min_age_seconds:
+                    rm(f"{runs}/{name}")
+        removed.extend(self.gc_objects(min_age_seconds=min_age_seconds, dry_run=dry_run))
         return removed
 
     # -- loading ----------------------------------------------------------------------------
@@ -389,6 +497,16 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         the partitions that straddle its ends). The graph has one task per stored chunk.
         """
         return build_loader(self, backend_key, manifest, fields=fields, time_range=time_range)
+
+    # -- verification -----------------------------------------------------------------------
+    def verify(self, backend_key: str) -> Any:
+        """Check every object the manifest of ``backend_key`` names: presence, size and crc32c
+        (see :mod:`strata.storage.backends.zarr.verify`); returns its
+        :class:`~strata.storage.backends.zarr.verify.KeyReport`.
+        """
+        from .verify import verify_key
+
+        return verify_key(self, backend_key)
 
 
 def _is_name(name: str) -> bool:

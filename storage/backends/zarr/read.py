@@ -19,7 +19,7 @@ from ... import _zarr
 from ...errors import DataCorrupted
 from ...fs import redact_url
 from ...lazy import LazyData
-from ...manifest import Manifest
+from ...manifest import Digest, Manifest
 from .arrays import array_meta, chunk_bounds
 
 if TYPE_CHECKING:
@@ -40,11 +40,14 @@ class Piece(NamedTuple):
 
 
 class Column(NamedTuple):
-    """One field's array of one segment: its name, its Zarr-store path and its metadata."""
+    """One field's array of one segment: its name, its Zarr-store path, its metadata and the
+    digests of its chunks (empty for manifests that list none).
+    """
 
     field: str
     path: str
     meta: dict[str, Any]
+    digests: tuple[Digest, ...] = ()
 
 
 class Target(NamedTuple):
@@ -55,6 +58,7 @@ class Target(NamedTuple):
     out: np.ndarray
     lo: int
     hi: int
+    digests: tuple[Digest, ...] = ()
 
 
 class Job(NamedTuple):
@@ -73,7 +77,7 @@ def _where(m: Manifest, backend: ZarrBackend, bk: str) -> str:
 def _column(backend: ZarrBackend, bk: str, m: Manifest, segment: str, field: str) -> Column:
     seg = m.segment(segment)
     path = backend.layout.array_prefix(bk, m.attempt, seg.name, field, _where(m, backend, bk))
-    return Column(field, path, array_meta(m, seg, field))
+    return Column(field, path, array_meta(m, seg, field), tuple(seg.chunks.get(field, ())))
 
 
 def select_pieces(
@@ -134,6 +138,8 @@ def build_loader(
             raise ValueError(f"{m.key} has no field(s) {unknown}; its fields are {names}")
         if not sel:
             raise ValueError("fields= must name at least one field")
+    if backend.is_local and m.segments:
+        backend._checked(backend.layout.attempt_dir(bk, m.attempt, _where(m, backend, bk)))
     pieces = select_pieces(backend, bk, m, time_range)
     return _build_lazy(backend, bk, m, sel, pieces)
 
@@ -147,14 +153,12 @@ def read_rows(
     if out is None:
         md = _zarr.async_array(backend.store, col.path, col.meta).metadata
         out = np.empty((hi - lo, *md.shape[1:]), dtype=md.dtype.to_native_dtype())
-    _fill_rows(backend, [Target(col.path, col.meta, out, lo, hi)], key)
+    _fill_rows(backend, [Target(col.path, col.meta, out, lo, hi, col.digests)], key)
     return out
 
 
-def _read_task(
-    backend: ZarrBackend, path: str, meta: dict[str, Any], lo: int, hi: int, key: str
-) -> np.ndarray:
-    return read_rows(backend, Column("", path, meta), lo, hi, key)
+def _read_task(backend: ZarrBackend, col: Column, lo: int, hi: int, key: str) -> np.ndarray:
+    return read_rows(backend, col, lo, hi, key)
 
 
 def _fill_rows(backend: ZarrBackend, targets: Sequence[Target], key: str) -> None:
@@ -165,17 +169,38 @@ def _fill_rows(backend: ZarrBackend, targets: Sequence[Target], key: str) -> Non
     threads), in one round trip; copying the decoded rows into place happens here.
     """
 
-    async def one(arr: Any, path: str, c: int) -> np.ndarray | None:
+    where = redact_url(backend.url)
+
+    async def one(arr: Any, t: Target, c: int) -> np.ndarray:
         buf = await _zarr.fetch_chunk(arr, c)
-        if buf is None:
-            return None  # never written: the fill value
+        if buf is None:  # committed data never reads as the fill value
+            raise DataCorrupted(
+                f"{key}: chunk {c} of {t.path} is missing from {where} (deleted, or its "
+                "attempt was collected after an overwrite); the committed data is incomplete"
+            )
+        if t.digests:
+            want = t.digests[c] if c < len(t.digests) else None
+            raw = buf.as_numpy_array()
+            if want is None or raw.nbytes != want.size or _zarr.crc32c(raw) != want.crc32c:
+                raise DataCorrupted(
+                    f"{key}: chunk {c} of {t.path} in {where} is not the chunk the manifest "
+                    f"committed ({raw.nbytes} bytes, crc32c {_zarr.crc32c(raw):08x}; expected "
+                    f"{want.size if want else '?'} bytes, crc32c "
+                    f"{f'{want.crc32c:08x}' if want else '?'}): truncated, swapped or replaced"
+                )
         try:
-            return await _zarr.decode_chunk(arr, c, buf)
+            decoded = await _zarr.decode_chunk(arr, c, buf)
         except _zarr.ChecksumMismatch as e:
             raise DataCorrupted(
-                f"{key}: stored chunk {c} of {path} fails its crc32c checksum "
-                f"({redact_url(backend.url)}); the data on storage is damaged"
+                f"{key}: stored chunk {c} of {t.path} fails its crc32c checksum "
+                f"({where}); the data on storage is damaged"
             ) from e
+        except Exception as e:  # the bytes do not decode to the rows the manifest says
+            raise DataCorrupted(
+                f"{key}: chunk {c} of {t.path} in {where} does not decode to the rows the "
+                f"manifest says ({type(e).__name__}: {e})"
+            ) from e
+        return decoded
 
     # (array, path, chunk index, chunk rows, target): one per chunk to read
     jobs: list[tuple[Any, str, int, int, Target]] = []
@@ -192,21 +217,21 @@ def _fill_rows(backend: ZarrBackend, targets: Sequence[Target], key: str) -> Non
         return
 
     async def fetch() -> list[Any]:
-        return list(await asyncio.gather(*(one(j[0], j[1], j[2]) for j in jobs)))
+        return list(await asyncio.gather(*(one(j[0], j[4], j[2]) for j in jobs)))
 
-    for (arr, _, c, n, t), decoded in zip(jobs, _zarr.run(fetch()), strict=True):
+    for (_, _, c, n, t), decoded in zip(jobs, _zarr.run(fetch()), strict=True):
         a, b = max(t.lo, c * n), min(t.hi, (c + 1) * n)
-        if decoded is None:
-            t.out[a - t.lo : b - t.lo] = arr.metadata.fill_value
-        else:
-            t.out[a - t.lo : b - t.lo] = decoded[a - c * n : b - c * n]
+        if decoded.shape[0] != n:
+            raise DataCorrupted(f"{key}: chunk {c} of {t.path} decodes to {decoded.shape[0]} rows")
+        t.out[a - t.lo : b - t.lo] = decoded[a - c * n : b - c * n]
 
 
 def _read_struct(
     backend: ZarrBackend, columns: list[Column], lo: int, hi: int, dtype: np.dtype[Any], key: str
 ) -> np.ndarray:
     out = np.empty(hi - lo, dtype=dtype)
-    _fill_rows(backend, [Target(c.path, c.meta, out[c.field], lo, hi) for c in columns], key)
+    targets = [Target(c.path, c.meta, out[c.field], lo, hi, c.digests) for c in columns]
+    _fill_rows(backend, targets, key)
     return out
 
 
@@ -232,15 +257,7 @@ def _build_lazy(
             col = _column(backend, bk, m, piece.segment, f)
             rows = m.segment(piece.segment).chunk_rows[f]
             for a, b in chunk_bounds(piece.lo, piece.hi, rows):
-                dsk[(name, len(sizes), *([0] * ft.ndim))] = (
-                    _read_task,
-                    backend,
-                    col.path,
-                    col.meta,
-                    a,
-                    b,
-                    key,
-                )
+                dsk[(name, len(sizes), *([0] * ft.ndim))] = (_read_task, backend, col, a, b, key)
                 sizes.append(b - a)
         if not sizes:
             field_arrays[f] = da.from_array(np.zeros((0, *ft.shape), dtype=ft.base), chunks=-1)
@@ -298,7 +315,8 @@ def _fill_struct(
         for job in group:
             block = out[job.offset : job.offset + job.hi - job.lo]
             targets.extend(
-                Target(c.path, c.meta, block[c.field], job.lo, job.hi) for c in job.columns
+                Target(c.path, c.meta, block[c.field], job.lo, job.hi, c.digests)
+                for c in job.columns
             )
         _fill_rows(backend, targets, key)
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ... import __version__, _zarr, layout
-from ...commit import CommitResult, commit_manifest
-from ...errors import DataCorrupted, DataNotAvailable
+from ...commit import AttemptMissing, CommitResult, commit_manifest
+from ...errors import DataCorrupted, DataNotAvailable, os_error
 from ...keys import DataKey
-from ...manifest import Manifest, Partition, Segment, now_iso
+from ...manifest import Digest, Manifest, Partition, Segment, now_iso
 from ...records import dtype_to_json
 from ...saver import Saver
 from .arrays import chunk_bounds, segment_array_meta
@@ -80,49 +80,81 @@ class ZarrSaver(Saver):
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
 
+    def touch_lease(self) -> None:
+        """Renew this attempt's lease: gc leaves an attempt alone while its lease is younger
+        than its min-age. Written as the save writes, and by a heartbeat while it computes.
+        """
+        _zarr.run(self._put_lease())
+
+    async def _put_lease(self) -> None:
+        body = json.dumps({"attempt": self.attempt, "renewed": now_iso()}).encode()
+        await _zarr.put_bytes(self.backend.store, f"{self.prefix}/{layout.LEASE}", body)
+
     def _write_segment(self, name: str, data: np.ndarray) -> Segment:
         store = self.backend.store
         gpath = self.backend.layout.segment_prefix(self.backend_key, self.attempt, name)
         names = list(self.dtype.names or ())
-        seg = Segment(
-            name, len(data), {f: self._chunk_rows(self.dtype[f].itemsize, len(data)) for f in names}
-        )
+        chunk_rows = {f: self._chunk_rows(self.dtype[f].itemsize, len(data)) for f in names}
+        shape = Segment(name, len(data), chunk_rows)
 
         # Fields are copied out of the records here, in the calling (Dask worker) thread, not in
-        # zarr's single event-loop thread; each chunk is then set on its own with exactly its
-        # rows, so zarr neither allocates a fill-valued chunk to merge into nor scans the chunk
-        # for emptiness (write_empty_chunks: the manifest, not chunk presence, says what exists).
+        # zarr's single event-loop thread. Each chunk is encoded with exactly its rows and
+        # stored by this task alone; its size and crc32c go into the manifest, so a reader can
+        # tell a missing, truncated or swapped chunk from the data.
         columns = {f: np.ascontiguousarray(data[f]) for f in names}
         self._clear_rerun_leftovers(name)
 
-        async def one(f: str) -> None:
+        async def one(f: str) -> tuple[str, list[Digest], Digest]:
             # Metadata is written without zarr's parent-group creation: every object under the
             # segment has exactly one writer (this task), and no request is spent on parents.
-            meta = _zarr.metadata_from_dict(segment_array_meta(self.templates, seg, f, self.dtype))
+            meta = _zarr.metadata_from_dict(
+                segment_array_meta(self.templates, shape, f, self.dtype)
+            )
             path = f"{gpath}/{layout.check_field(f)}"
             arr = _zarr.writable_array(store, path, meta)
-            await _zarr.put_metadata(store, path, meta)
+            md = await _put_node(store, path, meta)
             col = columns[f]
-            await asyncio.gather(
-                *(
-                    arr.setitem(slice(a, b), col[a:b])
-                    for a, b in chunk_bounds(0, len(col), seg.chunk_rows[f])
-                )
-            )
 
-        async def write() -> None:
-            await asyncio.gather(
-                _zarr.put_metadata(store, gpath, _zarr.group_metadata({})),
+            async def chunk(i: int, a: int, b: int) -> Digest:
+                buf = await _zarr.encode_chunk(arr, i, col[a:b])
+                await _zarr.put_chunk(arr, i, buf)
+                return _digest(buf)
+
+            bounds = chunk_bounds(0, len(col), chunk_rows[f])
+            digests = await asyncio.gather(*(chunk(i, a, b) for i, (a, b) in enumerate(bounds)))
+            return f, list(digests), md
+
+        async def write() -> tuple[Digest, list[tuple[str, list[Digest], Digest]]]:
+            # the lease is renewed with every segment, in the same round trip
+            _, group, *arrays = await asyncio.gather(
+                self._put_lease(),
+                _put_node(store, gpath, _zarr.group_metadata({})),
                 *(one(f) for f in names),
             )
+            return group, arrays  # type: ignore[return-value]
 
-        _zarr.run(write())
-        return seg
+        try:
+            group, arrays = _zarr.run(write())
+        except OSError as e:
+            new = os_error(e, f"write {self.key} partition data", self.backend.layout.path(gpath))
+            if new is None:
+                raise
+            raise new from e
+        metadata = {"zarr.json": group, **{f"{f}/zarr.json": md for f, _, md in arrays}}
+        return Segment(name, len(data), chunk_rows, {f: d for f, d, _ in arrays}, metadata)
 
     def _commit(self, partitions: list[Partition], segments: list[Segment]) -> Manifest:
         b = self.backend
         attrs = {"strata": {"key": self.key.to_dict(), "attempt": self.attempt}}
-        _zarr.run(_zarr.put_metadata(b.store, self.prefix, _zarr.group_metadata(attrs)))
+
+        async def prepare() -> Digest:
+            _, digest = await asyncio.gather(
+                self._put_lease(), _put_node(b.store, self.prefix, _zarr.group_metadata(attrs))
+            )
+            return digest
+
+        group = _zarr.run(prepare())
+        self._check_segments_exist(segments)
         manifest = Manifest(
             key=self.key,
             dtype=dtype_to_json(self.dtype),
@@ -134,24 +166,26 @@ class ZarrSaver(Saver):
             writing_ended=now_iso(),
             metadata=self.metadata,
             strata_version=__version__,
+            attempt_metadata=group,
         )
         d = b.layout.key_dir(self.backend_key)
-        old: Manifest | None = None
-        if self.overwrite:
-            try:
-                old = b.get_metadata(self.backend_key)
-            except (DataNotAvailable, DataCorrupted):
-                old = None
         b._invalidate(d)
+        path = b.layout.manifest(self.backend_key)
         try:
-            result, committed = commit_manifest(
-                b.fs,
-                b.layout.manifest(self.backend_key),
-                manifest,
-                overwrite=self.overwrite,
-                read_committed=self._read_committed,
-                policy=self.lost_race,
-            )
+            try:
+                result, committed = commit_manifest(
+                    b.fs,
+                    path,
+                    manifest,
+                    overwrite=self.overwrite,
+                    read_committed=self._read_committed,
+                    policy=self.lost_race,
+                )
+            except OSError as e:
+                new = os_error(e, f"commit {self.key}", path)
+                if new is None:
+                    raise
+                raise new from e
         except BaseException:
             self.abort()  # lost the race, or e.g. permission denied: leave nothing behind
             raise
@@ -159,8 +193,8 @@ class ZarrSaver(Saver):
         if result is CommitResult.LOST_RACE:
             self.abort()
             return committed
-        if old is not None and old.attempt != self.attempt:
-            b._remove_attempt(self.backend_key, old.attempt)
+        # an overwritten attempt stays for readers that opened its manifest: gc removes it
+        # after the grace period (storage.commit)
         # as a stored object (FsObjectStore); idempotent, so a rerun commit finishes it too
         b._index_array(self.backend_key, committed)
         if result is CommitResult.COMMITTED:
@@ -168,6 +202,21 @@ class ZarrSaver(Saver):
                 "committed %s (%d rows, %d segments)", self.key, manifest.rows, len(segments)
             )
         return committed
+
+    def _check_segments_exist(self, segments: list[Segment]) -> None:
+        """Refuse to commit an attempt whose segments are gone (collected by a gc that took
+        this save for dead): committing would name holes.
+        """
+        b = self.backend
+        d = b.layout.attempt_dir(self.backend_key, self.attempt)
+        present = set(b._ls_names(d))
+        missing = [s.name for s in segments if s.name not in present]
+        if missing:
+            raise AttemptMissing(
+                f"cannot commit {self.key}: segment(s) {missing[:5]} of attempt {self.attempt} "
+                f"are gone from {b.layout.rel(d)} (removed by gc while the save ran?); nothing "
+                "was committed: save again"
+            )
 
     def _read_committed(self) -> Manifest:
         self.backend._invalidate(self.backend.layout.key_dir(self.backend_key))
@@ -188,3 +237,16 @@ class ZarrSaver(Saver):
             b._remove_key_dir_if_empty(self.backend_key)
         except (FileNotFoundError, OSError) as e:
             logger.debug("abort of %s: %s", self.attempt, e)
+
+
+def _digest(buf: Any) -> Digest:
+    raw = buf.as_numpy_array()
+    return Digest(int(raw.nbytes), _zarr.crc32c(raw))
+
+
+async def _put_node(store: Any, path: str, meta: Any) -> Digest:
+    """Write the ``zarr.json`` of the node at ``path`` (and nothing else); return its digest."""
+    bufs = _zarr.metadata_buffers(meta)
+    for name, buf in bufs.items():
+        await store.set(f"{path}/{name}", buf)
+    return _digest(bufs["zarr.json"])
