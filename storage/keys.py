@@ -52,7 +52,7 @@ HASH_LENGTH = 12
 MAX_NAME_LENGTH = 128
 """Longest run id or data type: names become file names (255 bytes on most file systems)
 together with a hash, a suffix and a temporary-file tag."""
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.]+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.]+\Z")
 
 
 def validate_name(value: object, what: str) -> str:

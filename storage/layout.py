@@ -73,12 +73,12 @@ LEASE = "strata.lease"
 RUN_SUFFIX = ".json"
 
 _TS = r"(\d{8}T\d{12})Z_[0-9a-f]{12}"
-_ATTEMPT_RE = re.compile(rf"^a{_TS}$")
-_OBJECT_ATTEMPT_RE = re.compile(rf"^o{_TS}$")
-_SEGMENT_RE = re.compile(r"^s\d{6,9}$")
-_HASH_RE = re.compile(r"^[a-z2-7]{8,64}$")
-_TEMP_RE = re.compile(r"^.+\.[0-9a-f]{32}\.tmp$")
-_FIELD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,63}$")
+_ATTEMPT_RE = re.compile(rf"^a{_TS}\Z")
+_OBJECT_ATTEMPT_RE = re.compile(rf"^o{_TS}\Z")
+_SEGMENT_RE = re.compile(r"^s\d{6,9}\Z")
+_HASH_RE = re.compile(r"^[a-z2-7]{8,64}\Z")
+_TEMP_RE = re.compile(r"^.+\.[0-9a-f]{32}\.tmp\Z")
+_FIELD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,63}\Z")
 _TS_FORMAT = "%Y%m%dT%H%M%S%f"
 
 # Names a field may not have: they are Zarr's own ("zarr.json", "c" holds chunks) or would

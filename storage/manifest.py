@@ -52,7 +52,10 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Digest(NamedTuple):
-    """Size in bytes and crc32c of one stored object."""
+    """Size in bytes and crc32c of one stored object (see
+    :func:`strata.storage._zarr.object_crc32c`: for a chunk ending with its own crc32c, that
+    trailing checksum).
+    """
 
     size: int
     crc32c: int

@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "strata.object.v1"
 KEY_LENGTH = 32
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 _REGISTRY: dict[str, type[BaseStoredData]] = {}
 _REGISTRY_LOCK = threading.Lock()

@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 
 OBJECTS = layout.OBJECTS
 INDEX = layout.INDEX
-_SAFE = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
+_SAFE = re.compile(r"^[A-Za-z0-9_.]{1,64}\Z")
 
 
 def index_component(value: Any) -> str:

@@ -378,7 +378,10 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         self._invalidate(d)
         for name in self._ls_names(d):
             if layout.is_attempt(name):
-                self._remove_attempt(backend_key, name)
+                try:
+                    self._remove_attempt(backend_key, name)
+                except StorageError as e:  # e.g. a symbolic link out of the store
+                    logger.warning("remove %s: leaving %s alone: %s", backend_key, name, e)
         self._remove_key_dir_if_empty(backend_key)
 
     # -- garbage collection -----------------------------------------------------------------
@@ -454,6 +457,9 @@ class ZarrBackend(FsObjectStore, StorageBackend):
             for name in self._ls_names(d):
                 path = f"{d}/{name}"
                 if name == layout.MANIFEST or (live is not None and name == live.attempt):
+                    continue
+                if self.is_local and os.path.islink(path):
+                    logger.warning("gc: %s is a symbolic link; not following it", path)
                     continue
                 if layout.is_attempt(name):
                     if self._attempt_age(bk, name, now) < min_age_seconds:

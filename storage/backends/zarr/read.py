@@ -181,10 +181,11 @@ def _fill_rows(backend: ZarrBackend, targets: Sequence[Target], key: str) -> Non
         if t.digests:
             want = t.digests[c] if c < len(t.digests) else None
             raw = buf.as_numpy_array()
-            if want is None or raw.nbytes != want.size or _zarr.crc32c(raw) != want.crc32c:
+            got = _zarr.object_crc32c(raw, _zarr.has_crc32c(arr))
+            if want is None or raw.nbytes != want.size or got != want.crc32c:
                 raise DataCorrupted(
                     f"{key}: chunk {c} of {t.path} in {where} is not the chunk the manifest "
-                    f"committed ({raw.nbytes} bytes, crc32c {_zarr.crc32c(raw):08x}; expected "
+                    f"committed ({raw.nbytes} bytes, crc32c {got:08x}; expected "
                     f"{want.size if want else '?'} bytes, crc32c "
                     f"{f'{want.crc32c:08x}' if want else '?'}): truncated, swapped or replaced"
                 )

@@ -118,7 +118,7 @@ class ZarrSaver(Saver):
             async def chunk(i: int, a: int, b: int) -> Digest:
                 buf = await _zarr.encode_chunk(arr, i, col[a:b])
                 await _zarr.put_chunk(arr, i, buf)
-                return _digest(buf)
+                return _digest(buf, ends_with_crc32c=True)
 
             bounds = chunk_bounds(0, len(col), chunk_rows[f])
             digests = await asyncio.gather(*(chunk(i, a, b) for i, (a, b) in enumerate(bounds)))
@@ -239,9 +239,9 @@ class ZarrSaver(Saver):
             logger.debug("abort of %s: %s", self.attempt, e)
 
 
-def _digest(buf: Any) -> Digest:
+def _digest(buf: Any, ends_with_crc32c: bool = False) -> Digest:
     raw = buf.as_numpy_array()
-    return Digest(int(raw.nbytes), _zarr.crc32c(raw))
+    return Digest(int(raw.nbytes), _zarr.object_crc32c(raw, ends_with_crc32c))
 
 
 async def _put_node(store: Any, path: str, meta: Any) -> Digest:
