@@ -632,8 +632,10 @@ def ls_command(run_id: str | None, storage: tuple[str, ...]) -> None:
         entries = fe.list(run_id)
         if not entries:
             _say(f"nothing stored in {fe!r}" + (f" for run {run_id!r}" if run_id else ""))
-            continue
-        console.print(_entries_table(fe, entries, f"{fe!r}"))
+        else:
+            console.print(_entries_table(fe, entries, f"{fe!r}"))
+        for problem in fe.skipped:  # damaged entries: listed around, and named
+            _say(f"skipped (unreadable): {problem}; run `strata verify` for details")
 
 
 @main.command()
@@ -738,7 +740,8 @@ def runs(storage: tuple[str, ...]) -> None:
 @_errors
 def gc(storage: tuple[str, ...], min_age: float, grace: float, dry_run: bool) -> None:
     """Remove what failed, killed and overwritten saves left behind: uncommitted and
-    superseded attempts, temporary files, orphaned stored-object directories."""
+    superseded attempts, temporary files, orphaned stored-object directories.
+    """
     for url in storage:
         fe = open_frontend(url)
         # in every backend that can

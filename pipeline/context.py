@@ -668,6 +668,10 @@ class Context:
             return dest.get_metadata(key)
         sources = [fe for fe in self.storage if fe is not dest and fe != dest]
         found = GraphBuilder(plugins, sources).find(target)
+        if found is None and overwrite:
+            # a rewrite in place (recompress / rechunk, as strax's rechunker(replace=True)):
+            # the new attempt is committed and verified before the old one is retired
+            found = GraphBuilder(plugins, [dest]).find(target)
         if found is None:
             raise DataNotAvailable(
                 f"cannot copy {key}: it is not stored in any other frontend "

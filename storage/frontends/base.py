@@ -86,6 +86,9 @@ class StorageFrontend(ABC):
         exclude: Iterable[str] = (),
     ) -> None:
         self.readonly = readonly
+        self.skipped: builtins.list[str] = []
+        """What the last :meth:`list` skipped because it could not be read (damaged
+        manifests), one message each: listing goes on, and ``strata ls`` reports them."""
         self.take_only = tuple([take_only] if isinstance(take_only, str) else take_only)
         self.exclude = tuple([exclude] if isinstance(exclude, str) else exclude)
 
@@ -198,6 +201,7 @@ class StorageFrontend(ABC):
         """Committed entries, optionally of one run, that this frontend takes."""
         if run_id is not None:
             validate_run_id(run_id)
+        self.skipped = []
         return [e for e in self._list(run_id) if self.takes(e.key.data_type)]
 
     def get_metadata(self, key: DataKey, **fuzzy: Any) -> Manifest:

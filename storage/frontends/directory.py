@@ -118,6 +118,7 @@ class DirectoryFrontend(StorageFrontend):
                 continue  # an uncommitted attempt, or not ours
             except DataCorrupted as e:
                 logger.warning("listing: %s", e)
+                self.skipped.append(str(e))
                 continue
             out.append(
                 Entry(
