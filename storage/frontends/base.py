@@ -250,7 +250,14 @@ class StorageFrontend(ABC):
         """Remove stored ``key`` (catalogs that index saves drop their entry too)."""
         if self.readonly:
             raise ReadOnlyError(f"{self!r} is read-only: cannot remove {key}")
-        loc = self.find(key)
+        try:
+            loc = self.find(key)
+        except DataCorrupted:
+            # a damaged manifest: removing the key is the fix the error suggests, and removal
+            # reads nothing it would have to trust
+            backend = self.backends[self._backend_for_save(key)]
+            backend.remove(backend.backend_key(key))
+            return
         self.backends[loc.backend].remove(loc.backend_key)
 
     def restore(self, key: DataKey, manifest: Manifest) -> None:

@@ -288,6 +288,4 @@ def test_rerun_of_a_committed_save_graph_is_idempotent(tmp_path):
 
 
 def _files_but_leases(root: Path) -> dict[Path, bytes]:
-    return {
-        p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "strata.lease"
-    }
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "strata.lease"}

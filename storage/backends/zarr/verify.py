@@ -136,11 +136,6 @@ def _own_crc32c_ok(raw: np.ndarray) -> bool:
     return raw.size >= 4 and np.uint32(_zarr.crc32c(raw[:-4])).tobytes() == bytes(raw[-4:])
 
 
-def _digest(raw: np.ndarray) -> Digest:
-    """The digest a writer records of stored bytes (as :mod:`.write` computes it)."""
-    return Digest(int(raw.nbytes), _zarr.crc32c(raw))
-
-
 def _check(obj: _Object, buf: Any) -> _Result:
     """Check ``obj`` read as ``buf`` (``None``: absent)."""
     where = f"({obj.store_key})"
@@ -148,28 +143,28 @@ def _check(obj: _Object, buf: Any) -> _Result:
         return _Result(0, f"{obj.what} is missing {where}", missing=True)
     raw = buf.as_numpy_array()
     size = int(raw.nbytes)
-    # a chunk's own trailing crc32c: checked when there is no digest, and to say what a
-    # mismatch is (damage, or an intact chunk that is not this one)
+    # A chunk's digest is its own trailing crc32c (see _zarr.object_crc32c): a digest that
+    # matches says the chunk is the one committed, and that its bytes still match that
+    # checksum is checked here, with or without a digest.
     has_own = obj.arr is not None and _zarr.has_crc32c(obj.arr)
+    own = _own_crc32c_ok(raw) if has_own else None
     if obj.digest is not None:
-        got = _digest(raw)
-        if got == obj.digest:
-            return _Result(size)
-        own = _own_crc32c_ok(raw) if has_own else None
-        if own is False:
-            why = "damaged or truncated (it fails its own crc32c too)"
-        elif own:
-            why = "swapped with or replaced by another chunk (its own crc32c holds)"
-        else:
-            why = "truncated, damaged or replaced"
-        return _Result(
-            size,
-            f"{obj.what} is not the object the manifest committed: {got.size:,} bytes, crc32c "
-            f"{got.crc32c:08x}; the manifest says {obj.digest.size:,} bytes, crc32c "
-            f"{obj.digest.crc32c:08x}: {why} {where}",
-        )
-    if has_own and not _own_crc32c_ok(raw):
-        return _Result(size, f"{obj.what} fails its own crc32c: damaged or truncated {where}")
+        got = Digest(size, _zarr.object_crc32c(raw, has_own))
+        if got != obj.digest:
+            if own is False:
+                why = "damaged or truncated (it fails its own crc32c too)"
+            elif own:
+                why = "swapped with or replaced by another chunk (its own crc32c holds)"
+            else:
+                why = "truncated, damaged or replaced"
+            return _Result(
+                size,
+                f"{obj.what} is not the object the manifest committed: {got.size:,} bytes, "
+                f"crc32c {got.crc32c & 0xFFFFFFFF:08x}; the manifest says {obj.digest.size:,} "
+                f"bytes, crc32c {obj.digest.crc32c:08x}: {why} {where}",
+            )
+    if own is False:
+        return _Result(size, f"{obj.what} fails its own crc32c: damaged {where}")
     if obj.shape is not None:
         return _Result(size, _check_array_meta(obj, bytes(raw)))
     return _Result(size)
