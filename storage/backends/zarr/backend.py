@@ -81,6 +81,9 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         Uncompressed size of a chunk in MiB; much smaller partitions are merged.
     readonly
         Refuse savers and removals.
+    allow_nonstandard_codecs
+        Accept codecs outside the Zarr v3 core set (numcodecs lz4, zlib, bz2, lzma), which only
+        zarr-python reads; refused by default.
 
     """
 
@@ -97,13 +100,15 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         compressor: CompressorLike = None,
         chunk_target_mb: float = 32,
         readonly: bool = False,
+        allow_nonstandard_codecs: bool = False,
     ) -> None:
         self.protocol, self.root = split_url(url)
         self.url = url if "://" in url else self.root
         self.storage_options = dict(storage_options or {})
         self.compressor = compressor
         # the checksum is always the last codec: decoded first, it refuses damaged chunks
-        self.compressors = [*compressors(compressor), Crc32cCodec()]
+        self.allow_nonstandard_codecs = allow_nonstandard_codecs
+        self.compressors = [*compressors(compressor, allow_nonstandard_codecs), Crc32cCodec()]
         if not chunk_target_mb > 0:
             raise ValueError(f"chunk_target_mb must be positive, got {chunk_target_mb!r}")
         self.chunk_target_mb = chunk_target_mb
@@ -117,6 +122,7 @@ class ZarrBackend(FsObjectStore, StorageBackend):
             "compressor": self.compressor,
             "chunk_target_mb": self.chunk_target_mb,
             "readonly": self.readonly,
+            "allow_nonstandard_codecs": self.allow_nonstandard_codecs,
         }
 
     def __reduce__(self) -> tuple[Any, ...]:
