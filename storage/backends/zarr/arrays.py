@@ -13,8 +13,16 @@ from typing import Any
 import numpy as np
 
 from ...manifest import Manifest, Segment
+from .dtypes import NUMPY_DTYPE, is_mapped, needs_mapping, storage_dtype
 
-__all__ = ["array_meta", "array_templates", "chunk_bounds", "dim_names"]
+__all__ = [
+    "array_meta",
+    "array_templates",
+    "chunk_bounds",
+    "dim_names",
+    "segment_array_meta",
+    "stored_shape",
+]
 
 
 def dim_names(field: str, extra: int) -> list[str]:
@@ -33,20 +41,40 @@ def _with_shape(tpl: dict[str, Any], rows: int, chunk_rows: int, shape: tuple[in
     }
 
 
+def stored_shape(template: dict[str, Any], field_dtype: np.dtype[Any]) -> tuple[int, ...]:
+    """The shape of one row of a field's stored array (a mapped dtype adds an axis)."""
+    if is_mapped(template):
+        return (*field_dtype.shape, *storage_dtype(field_dtype.base)[1])
+    return tuple(field_dtype.shape)
+
+
 def array_meta(m: Manifest, seg: Segment, field: str) -> dict[str, Any]:
     """The Zarr v3 metadata document of ``field``'s array in segment ``seg`` of ``m``."""
-    return _with_shape(m.arrays[field], seg.rows, seg.chunk_rows[field], m.np_dtype[field].shape)
+    tpl = m.arrays[field]
+    shape = stored_shape(tpl, m.np_dtype[field])
+    return _with_shape(tpl, seg.rows, seg.chunk_rows[field], shape)
 
 
 def segment_array_meta(
     templates: dict[str, dict[str, Any]], seg: Segment, field: str, dtype: np.dtype[Any]
 ) -> dict[str, Any]:
     """As :func:`array_meta`, from a saver's templates and dtype (before a manifest exists)."""
-    return _with_shape(templates[field], seg.rows, seg.chunk_rows[field], dtype[field].shape)
+    tpl = templates[field]
+    return _with_shape(tpl, seg.rows, seg.chunk_rows[field], stored_shape(tpl, dtype[field]))
 
 
-def array_templates(dtype: np.dtype[Any], compressors: list[Any]) -> dict[str, dict[str, Any]]:
-    """Per field, the Zarr v3 array metadata written for ``dtype``, less shape and chunks."""
+def array_templates(
+    dtype: np.dtype[Any],
+    compressors: list[Any],
+    descriptions: dict[str, str] | None = None,
+    units: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per field, the Zarr v3 array metadata written for ``dtype``, less shape and chunks.
+
+    Fields of numpy kinds S, U, M and m are stored as core data types (:mod:`.dtypes`), with a
+    ``numpy_dtype`` attribute; ``descriptions`` and ``units`` become ``description`` and
+    ``units`` attributes, so the arrays describe themselves to any Zarr reader.
+    """
     import zarr
     from zarr.storage import MemoryStore
 
@@ -55,16 +83,27 @@ def array_templates(dtype: np.dtype[Any], compressors: list[Any]) -> dict[str, d
     assert dtype.names is not None
     for name in dtype.names:
         ft = dtype[name]
+        attrs: dict[str, Any] = {}
+        base, shape = ft.base, tuple(ft.shape)
+        if needs_mapping(base):
+            stored, extra = storage_dtype(base)
+            attrs[NUMPY_DTYPE] = base.str
+            base, shape = stored, (*shape, *extra)
+        if descriptions and descriptions.get(name):
+            attrs["description"] = str(descriptions[name])
+        if units and units.get(name):
+            attrs["units"] = str(units[name])
         arr = zarr.create_array(
             store,
             name=name,
-            shape=(0, *ft.shape),
-            dtype=ft.base,
-            chunks=(1, *ft.shape),
+            shape=(0, *shape),
+            dtype=base,
+            chunks=(1, *shape),
             compressors=compressors,
             fill_value=0,
-            dimension_names=dim_names(name, len(ft.shape)),
+            dimension_names=dim_names(name, len(shape)),
             zarr_format=3,
+            attributes=attrs or None,
         )
         md = arr.metadata.to_dict()
         for k in ("shape", "chunk_grid"):

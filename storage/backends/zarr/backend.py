@@ -325,9 +325,14 @@ class ZarrBackend(FsObjectStore, StorageBackend):
             )
         return ZarrSaver(self, backend_key, key, dtype, metadata=metadata, overwrite=overwrite)
 
-    def array_templates(self, dtype: np.dtype[Any]) -> dict[str, dict[str, Any]]:
+    def array_templates(
+        self,
+        dtype: np.dtype[Any],
+        descriptions: dict[str, str] | None = None,
+        units: dict[str, str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
         """Per field, the Zarr v3 array metadata this backend writes, less shape and chunks."""
-        return array_templates(dtype, self.compressors)
+        return array_templates(dtype, self.compressors, descriptions, units)
 
     def _checked(self, path: str) -> str:
         """``path``, after checking (on local disk) that no symbolic link leads it out."""

@@ -21,6 +21,7 @@ from ...fs import redact_url
 from ...lazy import LazyData
 from ...manifest import Digest, Manifest
 from .arrays import array_meta, chunk_bounds
+from .dtypes import is_mapped, storage_view, to_field
 
 if TYPE_CHECKING:
     from .backend import ZarrBackend
@@ -40,14 +41,21 @@ class Piece(NamedTuple):
 
 
 class Column(NamedTuple):
-    """One field's array of one segment: its name, its Zarr-store path, its metadata and the
-    digests of its chunks (empty for manifests that list none).
+    """One field's array of one segment: its name, its Zarr-store path, its metadata, the
+    digests of its chunks (empty for manifests that list none) and, for a field stored as
+    another core dtype (:mod:`.dtypes`), the field's own base dtype.
     """
 
     field: str
     path: str
     meta: dict[str, Any]
     digests: tuple[Digest, ...] = ()
+    mapped: np.dtype[Any] | None = None
+
+    def target(self, out: np.ndarray, lo: int, hi: int) -> Target:
+        """Rows ``[lo, hi)`` of this array to decode into ``out`` (in the field's dtype)."""
+        view = storage_view(out, self.mapped) if self.mapped is not None else out
+        return Target(self.path, self.meta, view, lo, hi, self.digests)
 
 
 class Target(NamedTuple):
@@ -77,7 +85,9 @@ def _where(m: Manifest, backend: ZarrBackend, bk: str) -> str:
 def _column(backend: ZarrBackend, bk: str, m: Manifest, segment: str, field: str) -> Column:
     seg = m.segment(segment)
     path = backend.layout.array_prefix(bk, m.attempt, seg.name, field, _where(m, backend, bk))
-    return Column(field, path, array_meta(m, seg, field), tuple(seg.chunks.get(field, ())))
+    tpl = m.arrays[field]
+    mapped = m.np_dtype[field].base if is_mapped(tpl) else None
+    return Column(field, path, array_meta(m, seg, field), tuple(seg.chunks.get(field, ())), mapped)
 
 
 def select_pieces(
@@ -152,8 +162,10 @@ def read_rows(
     """
     if out is None:
         md = _zarr.async_array(backend.store, col.path, col.meta).metadata
-        out = np.empty((hi - lo, *md.shape[1:]), dtype=md.dtype.to_native_dtype())
-    _fill_rows(backend, [Target(col.path, col.meta, out, lo, hi, col.digests)], key)
+        stored = np.empty((hi - lo, *md.shape[1:]), dtype=md.dtype.to_native_dtype())
+        _fill_rows(backend, [Target(col.path, col.meta, stored, lo, hi, col.digests)], key)
+        return to_field(stored, col.mapped) if col.mapped is not None else stored
+    _fill_rows(backend, [col.target(out, lo, hi)], key)
     return out
 
 
@@ -231,8 +243,7 @@ def _read_struct(
     backend: ZarrBackend, columns: list[Column], lo: int, hi: int, dtype: np.dtype[Any], key: str
 ) -> np.ndarray:
     out = np.empty(hi - lo, dtype=dtype)
-    targets = [Target(c.path, c.meta, out[c.field], lo, hi, c.digests) for c in columns]
-    _fill_rows(backend, targets, key)
+    _fill_rows(backend, [c.target(out[c.field], lo, hi) for c in columns], key)
     return out
 
 
@@ -315,10 +326,7 @@ def _fill_struct(
         targets: list[Target] = []
         for job in group:
             block = out[job.offset : job.offset + job.hi - job.lo]
-            targets.extend(
-                Target(c.path, c.meta, block[c.field], job.lo, job.hi, c.digests)
-                for c in job.columns
-            )
+            targets.extend(c.target(block[c.field], job.lo, job.hi) for c in job.columns)
         _fill_rows(backend, targets, key)
 
     if threads <= 1 or len(groups) <= 1:

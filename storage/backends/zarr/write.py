@@ -25,6 +25,7 @@ from ...manifest import Digest, Manifest, Partition, Segment, now_iso
 from ...records import dtype_to_json
 from ...saver import Saver
 from .arrays import chunk_bounds, segment_array_meta
+from .dtypes import is_mapped, to_storage
 
 if TYPE_CHECKING:
     from .backend import ZarrBackend
@@ -60,7 +61,13 @@ class ZarrSaver(Saver):
         self.backend_key = backend_key
         self.attempt = layout.new_attempt()
         self.prefix = backend.layout.attempt_prefix(backend_key, self.attempt)
-        self.templates = backend.array_templates(self.dtype)
+        helps = self.metadata.get("field_help")
+        units = self.metadata.get("field_units")
+        self.templates = backend.array_templates(
+            self.dtype,
+            descriptions=helps if isinstance(helps, dict) else None,
+            units=units if isinstance(units, dict) else None,
+        )
 
     def _chunk_rows(self, row_bytes: int, rows: int) -> int:
         max_rows = max(1, self.chunk_target_bytes // max(1, row_bytes))
@@ -101,7 +108,12 @@ class ZarrSaver(Saver):
         # zarr's single event-loop thread. Each chunk is encoded with exactly its rows and
         # stored by this task alone; its size and crc32c go into the manifest, so a reader can
         # tell a missing, truncated or swapped chunk from the data.
-        columns = {f: np.ascontiguousarray(data[f]) for f in names}
+        columns = {
+            f: to_storage(np.ascontiguousarray(data[f]), self.dtype[f].base)
+            if is_mapped(self.templates[f])
+            else np.ascontiguousarray(data[f])
+            for f in names
+        }
         self._clear_rerun_leftovers(name)
 
         async def one(f: str) -> tuple[str, list[Digest], Digest]:
