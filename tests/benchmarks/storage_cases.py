@@ -331,9 +331,8 @@ def _warm_strata(spec: dict[str, Any]) -> None:
 
 
 def _strata_context(spec: dict[str, Any], root: str, n_partitions: int) -> Any:
-    from strata.storage import DirectoryFrontend
-
     from strata.pipeline.context import Context
+    from strata.storage import DirectoryFrontend
 
     kwargs: dict[str, Any] = {}
     if spec.get("compressor") is not None:
