@@ -84,19 +84,25 @@ class LazyData:
         return pd.DataFrame(values)
 
     def to_xarray(self) -> xr.Dataset:
-        """A lazy xarray Dataset: dimension ``row``, plus ``<field>_dim_<i>`` for N-D fields."""
+        """A lazy xarray Dataset: dimension ``row``, plus ``<field>_dim_<i>`` for N-D fields;
+        ``time`` (when selected) is a coordinate, and each variable carries the description and
+        units its stored array has.
+        """
         import xarray as xr
 
         data_vars = {}
         for name, arr in self.fields.items():
             dims = ("row", *[f"{name}_dim_{i}" for i in range(1, arr.ndim)])
-            data_vars[name] = (dims, arr)
+            stored = (self.manifest.arrays.get(name) or {}).get("attributes") or {}
+            attrs = {k: v for k, v in stored.items() if k in ("description", "units")}
+            data_vars[name] = xr.Variable(dims, arr, attrs=attrs)
         attrs = {
             "run_id": self.key.run_id,
             "data_type": self.key.data_type,
             "lineage_hash": self.key.lineage_hash,
         }
-        return xr.Dataset(data_vars, attrs=attrs)
+        ds = xr.Dataset(data_vars, attrs=attrs)
+        return ds.set_coords("time") if "time" in ds.variables else ds
 
 
 def _local_threads() -> int | None:

@@ -110,3 +110,12 @@ def test_stored_arrays_are_core_types_with_attributes(stored):
             assert arr[:].tobytes() == np.ascontiguousarray(rows).tobytes()
     value = json.loads((base / "value" / "zarr.json").read_text())["attributes"]
     assert value == {"description": "a value [pe]", "units": "pe"}
+
+
+def test_xarray_view_carries_descriptions_units_and_time_coordinate(stored):
+    fe, _, ref, _ = stored
+    ds = fe.loader(KEY, fields=["time", "value"]).to_xarray()
+    assert "time" in ds.coords and list(ds.data_vars) == ["value"]
+    assert ds["value"].attrs == {"description": "a value [pe]", "units": "pe"}
+    assert ds["time"].attrs == {"units": "ns"}
+    np.testing.assert_array_equal(ds["value"].values, ref["value"])
