@@ -331,3 +331,26 @@ def test_copy_in_place_rechunks_and_keeps_every_value(fe):
     assert fe.loader(KEY).to_numpy().tobytes() == data.tobytes()
     area = fe.loader(KEY, fields=["area"]).fields["area"].compute()
     assert area.tobytes() == data["area"].tobytes()
+
+
+def test_the_heartbeat_renews_a_computing_save_s_lease(fe, root):
+    """While the pipeline waits for a slow computation, its heartbeat keeps the lease fresh."""
+    from strata.storage.commit import lease_heartbeat
+
+    parts, intervals = make_run([600], seed=5)
+    saver = fe.saver(KEY, STRAX_DTYPE)
+    backdate(saver)
+    saver.save_partition(parts[0], *intervals[0])
+    attempt_dir = _key_dir(root) / saver.attempt
+    age_lease(attempt_dir)  # as if the save had been computing for two hours since
+    assert f"data/{bk_of(KEY)}/{saver.attempt}" in fe.gc(min_age_seconds=600, dry_run=True)
+    lease = attempt_dir / "strata.lease"
+    stale = lease.read_bytes()
+    with lease_heartbeat([saver], interval=0.01):
+        deadline = time.monotonic() + 30
+        while lease.read_bytes() == stale and time.monotonic() < deadline:  # bounded poll
+            time.sleep(0.01)
+    assert lease.read_bytes() != stale
+    assert fe.gc(min_age_seconds=600, grace_seconds=0) == []
+    saver.close()
+    assert fe.loader(KEY).to_numpy().tobytes() == parts[0].tobytes()
