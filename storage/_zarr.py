@@ -23,17 +23,25 @@ import google_crc32c
 import numpy as np
 
 __all__ = [
+    "WRITE_CONFIG",
     "ChecksumMismatch",
     "async_array",
+    "chunk_key",
     "clear_array_cache",
     "crc32c",
     "decode_chunk",
+    "encode_chunk",
     "fetch_chunk",
+    "fetch_key",
     "group_metadata",
+    "has_crc32c",
+    "metadata_buffers",
     "metadata_from_dict",
-    "put_metadata",
+    "object_crc32c",
+    "put_bytes",
+    "put_chunk",
     "run",
-    "write_config",
+    "writable_array",
 ]
 
 T = TypeVar("T")
@@ -73,22 +81,9 @@ def group_metadata(attributes: dict[str, Any]) -> Any:
     return GroupMetadata(attributes=attributes, zarr_format=3)
 
 
-async def put_metadata(store: Any, path: str, meta: Any) -> None:
-    """Write the metadata document(s) of the node at ``path``, and nothing else (no parents)."""
-    from zarr.core.buffer import default_buffer_prototype
-
-    for name, buf in meta.to_buffer_dict(default_buffer_prototype()).items():
-        await store.set(f"{path}/{name}", buf)
-
-
 WRITE_CONFIG: Any = {"write_empty_chunks": True}
 """Array config of written arrays: chunks equal to the fill value are written too (the
 manifest, not chunk presence, says what exists)."""
-
-
-def write_config() -> Any:
-    """The array configuration strata writes with."""
-    return WRITE_CONFIG
 
 
 def writable_array(store: Any, path: str, meta: Any) -> Any:
