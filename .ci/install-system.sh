@@ -29,3 +29,7 @@ fi
 
 # sshd started as root insists on its privilege-separation directory (the tests create it too)
 if [ "$(id -u)" -eq 0 ]; then mkdir -p /run/sshd && chmod 755 /run/sshd; fi
+
+# strax (a benchmark peer and the writer of the strax-data tests) pins zarr < 3: it is installed
+# with --no-deps by its own script.
+if [ -f "$(dirname "$0")/install-strax.sh" ]; then bash "$(dirname "$0")/install-strax.sh"; fi
