@@ -2,6 +2,7 @@
 # Installs the system packages the tests need, when they are missing (Debian/Ubuntu, apt-get).
 # - OpenSSH server: the remote-storage tests start a real sshd on 127.0.0.1.
 # - PostgreSQL server binaries (initdb, pg_ctl): the SQL catalog tests start a real server.
+# - SLURM (slurmctld, slurmd, client commands) and munge: tests/slurm start a one-node cluster.
 set -euo pipefail
 
 SUDO=""
@@ -17,6 +18,10 @@ command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
     missing+=(postgresql)
 fi
+if [ ! -x /usr/sbin/slurmctld ] || [ ! -x /usr/sbin/slurmd ] || ! command -v sbatch >/dev/null 2>&1; then
+    missing+=(slurm-wlm)
+fi
+[ -x /usr/sbin/munged ] || missing+=(munge)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-system.sh: installing ${missing[*]}"

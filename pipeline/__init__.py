@@ -28,6 +28,8 @@ from .errors import (
     ClusterError,
     CreationForbidden,
     IncompatibleTargets,
+    InvalidRequest,
+    InvalidRunDefinition,
     NoUsableWorkers,
     OptionError,
     OptionTypeError,
@@ -37,8 +39,9 @@ from .errors import (
     SchedulerUnreachable,
     UnknownDataType,
 )
+from .lineage import SuperrunSpec, is_superrun
 from .options import MISSING, Option
-from .plugin import Plugin, SaveWhen
+from .plugin import Plugin, SaveWhen, auto_version
 
 __all__ = [
     "CONTEXT_OPTIONS",
@@ -47,6 +50,8 @@ __all__ = [
     "Context",
     "CreationForbidden",
     "IncompatibleTargets",
+    "InvalidRequest",
+    "InvalidRunDefinition",
     "NoUsableWorkers",
     "Option",
     "OptionError",
@@ -57,8 +62,11 @@ __all__ = [
     "PluginOutputError",
     "SaveWhen",
     "SchedulerUnreachable",
+    "SuperrunSpec",
     "UnknownDataType",
+    "auto_version",
     "field_help",
+    "is_superrun",
     "merge_arrays",
     "strip_titles",
     "time_dt_fields",

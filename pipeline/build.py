@@ -12,6 +12,16 @@ Dependencies with different partitioning are aligned by time (:func:`align_inter
 output partitions are cut only where no partition of any dependency straddles the cut, so
 every dependency partition lies wholly inside one output partition and each output partition
 receives exactly the dependency records with ``time`` in ``[start, end)``.
+
+Stored data is looked for nearest frontend first (:func:`loading_order`: by ``storage_kind``,
+the given order breaking ties); computed data is saved to every writable frontend, in the given
+order.
+
+For a superrun (:mod:`pipeline.lineage`), a data type whose plugin does not ``allow_superrun``
+is a *concatenation*: the streams of its subruns (each loaded, or computed and saved as a
+target of that subrun, by a child builder that adds to the same graph), restricted to the
+subruns' time ranges and put in time order. Types whose plugins allow superruns are computed
+from those as from any dependency, and saved under the superrun only with ``write_superruns``.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import logging
 import operator
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,15 +49,44 @@ from strata.storage.commit import LostRace
 from strata.storage.saver import Saver
 
 from .dtypes import merge_arrays, merged_dtype
-from .errors import CreationForbidden, PipelineError
-from .lineage import RunPlugins
+from .errors import CreationForbidden, IncompatibleTargets, InvalidRequest, InvalidRunDefinition
+from .lineage import RunPlugins, Subrun
 from .plugin import Plugin, SaveWhen
 
-__all__ = ["Found", "GraphBuilder", "Stream", "align_intervals", "select_dtype"]
+__all__ = [
+    "STORAGE_KIND_ORDER",
+    "Found",
+    "GraphBuilder",
+    "Stream",
+    "align_intervals",
+    "loading_order",
+    "select_dtype",
+]
 
 logger = logging.getLogger(__name__)
 
 Interval = tuple[int, int]
+
+STORAGE_KIND_ORDER: tuple[str, ...] = ("memory", "local", "online", "compressed", "remote", "tape")
+"""Storage kinds, nearest first (strax's order): loads come from the nearest frontend."""
+
+
+def loading_order(frontends: Sequence[StorageFrontend]) -> list[StorageFrontend]:
+    """``frontends`` nearest first by their ``storage_kind`` (a frontend without one counts
+    as ``"local"``); the given order breaks ties. ``InvalidRequest`` for an unknown kind.
+    """
+
+    def rank(fe: StorageFrontend) -> int:
+        kind = getattr(fe, "storage_kind", "local")
+        try:
+            return STORAGE_KIND_ORDER.index(kind)
+        except ValueError:
+            raise InvalidRequest(
+                f"{fe!r} has storage_kind {kind!r}; known kinds, nearest first: "
+                f"{', '.join(STORAGE_KIND_ORDER)}"
+            ) from None
+
+    return sorted(frontends, key=rank)
 
 
 @dataclass
@@ -65,6 +104,15 @@ class Stream:
     """The key it is loaded under (differs from :attr:`key` for a fuzzy match)."""
     fuzzy: bool = False
     """Loaded by a fuzzy match, or computed from such data: never saved."""
+    subruns: list[Stream] = field(default_factory=list)
+    """For a superrun's concatenated type: the subruns' streams it is made of, in time order."""
+
+    @property
+    def stored(self) -> bool:
+        """Whether it comes from storage: loaded, or concatenated from loaded subrun streams."""
+        if self.loaded_from is not None:
+            return True
+        return bool(self.subruns) and all(s.stored for s in self.subruns)
 
 
 class Found(NamedTuple):
@@ -140,7 +188,7 @@ def select_dtype(dtype: np.dtype[Any], fields: Sequence[str] | None, what: str) 
     sel = list(dict.fromkeys([fields] if isinstance(fields, str) else fields))
     unknown = [f for f in sel if f not in names]
     if unknown or not sel:
-        raise ValueError(f"{what} has no field(s) {unknown or sel}; its fields are {names}")
+        raise InvalidRequest(f"{what} has no field(s) {unknown or sel}; its fields are {names}")
     return np.dtype([(f, dtype[f].base, dtype[f].shape) for f in sel])
 
 
@@ -184,6 +232,39 @@ def _rows(data: np.ndarray) -> int:
     return len(data)
 
 
+def _select_ranges(data: np.ndarray, ranges: list[Interval]) -> np.ndarray:
+    t = data["time"]
+    keep = np.zeros(len(data), dtype=bool)
+    for t0, t1 in ranges:
+        keep |= (t >= t0) & (t < t1)
+    return data if keep.all() else data[keep]
+
+
+def overlapping_ranges(ranges: Sequence[Interval], start: int, end: int) -> list[Interval]:
+    """The ``[t0, t1)`` ranges that can hold records of partition ``[start, end)`` (whose
+    records have ``start <= time <= end``).
+    """
+    return [(t0, t1) for t0, t1 in ranges if t0 <= end and t1 > start]
+
+
+def restrict_intervals(
+    intervals: Sequence[Interval], ranges: Sequence[Interval] | None
+) -> list[tuple[int, Interval, list[Interval] | None]]:
+    """The partitions that can hold records with ``time`` in ``ranges`` (``None``: all):
+    ``(index, interval, ranges inside it)``, each interval's start moved up to the first such
+    range's start (the records selected from it start there), so that partitions of
+    disjoint ranges of neighbouring subruns do not overlap.
+    """
+    if ranges is None:
+        return [(i, iv, None) for i, iv in enumerate(intervals)]
+    out: list[tuple[int, Interval, list[Interval] | None]] = []
+    for i, (lo, hi) in enumerate(intervals):
+        inside = overlapping_ranges(ranges, lo, hi)
+        if inside:
+            out.append((i, (max(lo, inside[0][0]), hi), inside))
+    return out
+
+
 class GraphBuilder:
     """Builds the Dask graph of one run, one data type at a time.
 
@@ -203,6 +284,9 @@ class GraphBuilder:
         never saved.
     forbid_creation_of
         Data types that must be loaded, never computed (``"*"``: all).
+    write_superruns
+        Save what is computed for a superrun (else superrun results are computed, never saved;
+        the subruns' data they are made from is saved as usual).
 
     """
 
@@ -217,10 +301,13 @@ class GraphBuilder:
         fuzzy_for: Sequence[str] = (),
         fuzzy_for_options: Sequence[str] = (),
         forbid_creation_of: Sequence[str] = (),
+        write_superruns: bool = False,
     ) -> None:
         self.plugins = plugins
         self.run_id = plugins.run_id
         self.frontends = list(frontends)
+        self.load_order = loading_order(self.frontends)
+        self.write_superruns = bool(write_superruns)
         self.targets = tuple(targets)
         self.save = tuple(save)
         self.allow_save = allow_save
@@ -233,18 +320,19 @@ class GraphBuilder:
         self.units: list[Any] = []
         """The compute and commit tasks: what progress is counted in."""
         self._gathered: dict[tuple[str, tuple[int, ...]], Any] = {}
+        self._children: dict[str, GraphBuilder] = {}
 
     # -- finding ----------------------------------------------------------------------------
     def find(self, data_type: str) -> Found | None:
-        """The first frontend storing ``data_type`` (exactly, else fuzzily), its stored key and
-        location; ``None`` if no frontend stores it.
+        """The nearest frontend storing ``data_type`` (exactly, else fuzzily), its stored key
+        and location; ``None`` if no frontend stores it.
         """
         key = self.plugins.key(data_type)
         passes: list[tuple[tuple[str, ...], tuple[str, ...]]] = [((), ())]
         if self.fuzzy_for or self.fuzzy_for_options:
             passes.append((self.fuzzy_for, self.fuzzy_for_options))
         for fuzzy_for, fuzzy_for_options in passes:
-            for fe in self.frontends:
+            for fe in self.load_order:
                 if not fe.takes(data_type):
                     continue
                 try:
@@ -265,9 +353,98 @@ class GraphBuilder:
             found = self.find(data_type)
             if found is not None:
                 self.streams[data_type] = self.load(data_type, found)
+            elif self.plugins.concatenates(data_type):
+                self._concatenate(data_type)
             else:
                 self._compute(data_type)
         return self.streams[data_type]
+
+    # -- superruns --------------------------------------------------------------------------
+    def child(self, run_id: str) -> GraphBuilder:
+        """The builder of subrun ``run_id`` of this superrun: same storage and settings, and
+        it adds its tasks and saves to this builder's graph.
+        """
+        if run_id not in self._children:
+            child = GraphBuilder(
+                self.plugins.subrun(run_id),
+                self.frontends,
+                allow_save=self.allow_save,
+                fuzzy_for=self.fuzzy_for,
+                fuzzy_for_options=self.fuzzy_for_options,
+                forbid_creation_of=self.forbid_creation_of,
+                write_superruns=self.write_superruns,
+            )
+            child.save_tasks = self.save_tasks  # one graph: progress and aborts see them all
+            child.units = self.units
+            self._children[run_id] = child
+        return self._children[run_id]
+
+    def stream_as_target(self, data_type: str) -> Stream:
+        """:meth:`stream` of ``data_type``, saved (if computed) as if listed in ``save=``
+        unless its plugin never saves it: what a superrun needs of a subrun is kept.
+        """
+        if data_type not in self.targets:
+            self.targets = (*self.targets, data_type)
+        cls = self.plugins.plugin_class(data_type)
+        if cls.save_when_of(data_type) is not SaveWhen.NEVER and data_type not in self.save:
+            self.save = (*self.save, data_type)
+        return self.stream(data_type)
+
+    def order_subruns(
+        self, data_type: str, spans: Sequence[tuple[Subrun, Interval | None]]
+    ) -> list[Subrun]:
+        """The subruns in time order of their data's ``(start, end)`` span (``None``: no data,
+        put last); ``InvalidRunDefinition`` if two overlap in time.
+        """
+        with_data = sorted(
+            [(span, sub) for sub, span in spans if span is not None], key=lambda x: x[0][0]
+        )
+        for (a_span, a), (b_span, b) in itertools.pairwise(with_data):
+            if a_span[1] > b_span[0]:
+                raise InvalidRunDefinition(
+                    f"superrun {self.run_id!r}: the {data_type!r} data of subruns {a.run_id!r} "
+                    f"[{a_span[0]}, {a_span[1]}) and {b.run_id!r} [{b_span[0]}, {b_span[1]}) "
+                    "overlap in time; a superrun's subruns must not overlap (take disjoint "
+                    "time ranges of them)"
+                )
+        return [sub for _, sub in with_data] + [sub for sub, span in spans if span is None]
+
+    def _concatenate(self, data_type: str) -> None:
+        import dask
+
+        spec = self.plugins.superrun
+        assert spec is not None
+        pieces: dict[str, tuple[Stream, list[Interval], list[Any]]] = {}
+        spans: list[tuple[Subrun, Interval | None]] = []
+        for sub in spec.subruns:
+            s = self.child(sub.run_id).stream_as_target(data_type)
+            intervals, parts = [], []
+            for i, interval, inside in restrict_intervals(s.intervals, sub.ranges):
+                intervals.append(interval)
+                if inside is None:
+                    parts.append(s.parts[i])
+                    continue
+                name = f"subrun-{data_type}-{sub.run_id}-{self.token}-{i}"
+                parts.append(dask.delayed(_select_ranges)(s.parts[i], inside, dask_key_name=name))
+            pieces[sub.run_id] = (s, intervals, parts)
+            spans.append((sub, (intervals[0][0], intervals[-1][1]) if intervals else None))
+        order = self.order_subruns(data_type, spans)
+        dtypes = {str(pieces[sub.run_id][0].dtype) for sub in order}
+        if len(dtypes) > 1:
+            raise IncompatibleTargets(
+                f"superrun {self.run_id!r}: the subruns' {data_type!r} have different dtypes "
+                f"{sorted(dtypes)}; they cannot be concatenated"
+            )
+        streams = [pieces[sub.run_id][0] for sub in order]
+        self.streams[data_type] = Stream(
+            data_type,
+            self.plugins.key(data_type),
+            streams[0].dtype,
+            [iv for sub in order for iv in pieces[sub.run_id][1]],
+            [p for sub in order for p in pieces[sub.run_id][2]],
+            fuzzy=any(s.fuzzy for s in streams),
+            subruns=streams,
+        )
 
     def load(self, data_type: str, found: Found) -> Stream:
         """The stream of ``data_type`` read from where ``found`` says it is."""
@@ -374,11 +551,18 @@ class GraphBuilder:
         when = cls.save_when_of(output)
         if when is SaveWhen.NEVER:
             if output in self.save:
-                raise PipelineError(
+                raise InvalidRequest(
                     f"{cls.__name__} never saves {output!r} (save_when=NEVER); remove it from save="
                 )
             return False
         if not self.allow_save:
+            return False
+        if self.plugins.superrun is not None and not self.write_superruns:
+            logger.info(
+                "superrun %s: %s is computed, not saved (set write_superruns=True to save it)",
+                self.run_id,
+                output,
+            )
             return False
         if when is SaveWhen.EXPLICIT and output not in self.save:
             return False
@@ -397,7 +581,7 @@ class GraphBuilder:
         cls = type(plugin)
         metadata = {
             "plugin": cls.__name__,
-            "version": str(cls.version),
+            "version": cls.resolved_version(),
             "data_kind": cls.kind_of(stream.data_type),
             "field_help": plugin.field_help_of(stream.data_type),
         }

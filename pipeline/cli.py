@@ -691,33 +691,149 @@ def _frame_table(df: Any, title: str) -> Table:
     return table
 
 
+_STATS_PER_RUN = 100  # up to this many runs, stored data is listed run by run
+
+
+def _run_stats(
+    frontends: Sequence[StorageFrontend], run_ids: Sequence[str]
+) -> dict[str, tuple[int, int, int]]:
+    """``{run: (data types, rows, bytes)}`` over every frontend (one key counted once)."""
+    wanted = set(run_ids)
+    seen: set[Any] = set()
+    stats: dict[str, list[int]] = {r: [0, 0, 0] for r in run_ids}
+    for fe in frontends:
+        if len(wanted) <= _STATS_PER_RUN:
+            entries = [e for r in sorted(wanted) for e in fe.list(r)]
+        else:  # one listing instead of one per run
+            entries = [e for e in fe.list() if e.key.run_id in wanted]
+        for e in entries:
+            if e.key in seen:
+                continue
+            seen.add(e.key)
+            s = stats[e.key.run_id]
+            s[0] += 1
+            s[1] += e.rows
+            s[2] += e.nbytes
+    return {r: (s[0], s[1], s[2]) for r, s in stats.items()}
+
+
 @main.command()
-@_storage_option
+@_pipeline_options
+@click.option(
+    "--run-id", "-r", "run_id", multiple=True, help="Pattern a run id must match (repeatable)."
+)
+@click.option(
+    "--run-mode", "run_mode", multiple=True, help="Pattern a run mode must match (repeatable)."
+)
+@click.option(
+    "--include-tags",
+    "include_tags",
+    multiple=True,
+    help="Pattern one of the run's tags must match (repeatable: any of them).",
+)
+@click.option(
+    "--exclude-tags",
+    "exclude_tags",
+    multiple=True,
+    help="Pattern none of the run's tags may match (repeatable; wins over --include-tags).",
+)
+@click.option(
+    "--pattern-type",
+    type=click.Choice(["fnmatch", "re"]),
+    default="fnmatch",
+    show_default=True,
+    help="fnmatch: shell wildcards (* ? [seq]); re: Python regular expressions (re.match).",
+)
+@click.option(
+    "--available",
+    "available",
+    multiple=True,
+    help="Only runs for which this data type is stored, with the key --plugins and --config "
+    "give it (repeatable).",
+)
+@click.option(
+    "--field",
+    "-f",
+    "fields",
+    multiple=True,
+    help="Dotted path into the run documents to show as a column (repeatable), e.g. "
+    "calibration.gains.",
+)
 @_errors
-def runs(storage: tuple[str, ...]) -> None:
-    """List runs: run metadata (tags, start) and how much data is stored for each."""
-    for url in storage:
-        fe = open_frontend(url)
-        table = _table(f"runs in {fe!r}")
-        for col in ("run", "metadata", "tags", "data types", "rows", "size MB"):
-            table.add_column(col)
-        run_ids: list[str] = list(fe.list_runs())
-        for run in run_ids:
-            try:
-                doc = fe.run_metadata(run)
-                meta, tags = "yes", ", ".join(map(str, doc.get("tags", [])))
-            except StorageError:
-                meta, tags = "no", ""
-            entries = fe.list(run)
-            table.add_row(
-                run,
-                meta,
-                tags,
-                str(len(entries)),
-                f"{sum(e.rows for e in entries):,}",
-                _mb(sum(e.nbytes for e in entries)),
-            )
-        console.print(table)
+def runs(
+    plugin_specs: tuple[str, ...],
+    storage: tuple[str, ...],
+    config: tuple[str, ...],
+    run_id: tuple[str, ...],
+    run_mode: tuple[str, ...],
+    include_tags: tuple[str, ...],
+    exclude_tags: tuple[str, ...],
+    pattern_type: str,
+    available: tuple[str, ...],
+    fields: tuple[str, ...],
+) -> None:
+    """List runs (every --storage; a run once, from the first with its run document): mode,
+    tags, chosen fields, and how much data is stored for each. The filters are those of
+    select_runs; an SQL catalog evaluates them in the database.
+    """
+    from .runs import select_runs
+
+    frontends = [open_frontend(s) for s in storage]
+    key_for = fuzzy_for = fuzzy_for_options = None
+    if available:
+        ctx = Context(
+            storage=frontends, register=load_plugins(plugin_specs), config=_parse_config(config)
+        )
+        key_for = ctx.key_for
+        fuzzy_for = ctx.context_config["fuzzy_for"]
+        fuzzy_for_options = ctx.context_config["fuzzy_for_options"]
+    df = select_runs(
+        frontends,
+        run_mode=run_mode or None,
+        run_id=run_id or None,
+        include_tags=include_tags or None,
+        exclude_tags=exclude_tags or None,
+        available=available,
+        pattern_type=pattern_type,
+        fields=fields,
+        key_for=key_for,
+        fuzzy_for=fuzzy_for or (),
+        fuzzy_for_options=fuzzy_for_options or (),
+    )
+    for fe in frontends:
+        for problem in fe.skipped:
+            _say(f"skipped (unreadable): {problem}")
+    names = ", ".join(map(repr, frontends))
+    if df.empty:
+        _say(
+            f"no runs in {names} match"
+            if any((run_id, run_mode, include_tags, exclude_tags, available))
+            else f"no runs in {names}"
+        )
+        return
+    stats = _run_stats(frontends, list(df["run_id"]))
+    table = _table(f"{len(df):,} run(s) in {names}")
+    columns = ["run", "metadata", "mode", "tags", *fields]
+    columns += [f"{t}" for t in available] + ["data types", "rows", "size MB"]
+    for col in columns:
+        table.add_column(escape(col))
+    for row in df.to_dict("records"):
+        n, rows, nbytes = stats[row["run_id"]]
+        values = [row["run_id"], "yes" if row["has_metadata"] else "no", row["mode"], row["tags"]]
+        values += [_cell(row[f]) for f in fields]
+        values += ["yes" for _ in available]  # only runs that have them are left
+        values += [str(n), f"{rows:,}", _mb(nbytes)]
+        table.add_row(*[escape(v) for v in values])
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    """A run-document value as a table cell (JSON for lists and objects)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 @main.command()

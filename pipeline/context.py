@@ -7,23 +7,33 @@ As in strax::
     df = ctx.get_df("run_001", ["peaks", "peak_basics"], fields=["time", "area", "width"])
     ds = ctx.get_xarray("run_001", "peak_basics")        # lazy
 
-Each needed data type is loaded from the first frontend that stores it (exactly, or fuzzily if
-``fuzzy_for`` / ``fuzzy_for_options`` allow), else computed from its dependencies partition by
-partition; computed types are saved to every writable frontend that takes them, following the
-plugin's ``save_when``.
+Each needed data type is loaded from the nearest frontend that stores it (by ``storage_kind``,
+then the order given; exactly, or fuzzily if ``fuzzy_for`` / ``fuzzy_for_options`` allow), else
+computed from its dependencies partition by partition; computed types are saved to every
+writable frontend that takes them, following the plugin's ``save_when``.
+
+Superruns (strax's ``define_run``)::
+
+    ctx.define_run("_week1", ["r1", "r2", "r3"])           # or {"r1": "all", "r2": [(t0, t1)]}
+    ctx.get_array("_week1", "peaks")                      # the subruns' peaks, in time order
 """
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import fnmatch
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from strata.storage import (
+    DataCorrupted,
     DataKey,
     DataNotAvailable,
     Manifest,
@@ -32,21 +42,35 @@ from strata.storage import (
 )
 from strata.storage.codecs import CompressorLike
 from strata.storage.copy import copy_data
-from strata.storage.keys import Lineage
+from strata.storage.jsonio import load_document
+from strata.storage.keys import Lineage, canonical_json, normalize
 from strata.storage.lazy import LazyData
 
-from .build import GraphBuilder, SaveTask, _assemble, _concat, select_dtype
+from .build import (
+    Found,
+    GraphBuilder,
+    SaveTask,
+    Stream,
+    _assemble,
+    _concat,
+    loading_order,
+    restrict_intervals,
+    select_dtype,
+)
 from .dtypes import merged_dtype
 from .errors import (
     IncompatibleTargets,
+    InvalidRequest,
+    InvalidRunDefinition,
     OptionError,
+    OptionTypeError,
     PipelineError,
     PluginDefinitionError,
 )
 from .execute import Progress, active_client, run_graph
-from .lineage import RunPlugins, unknown_data_type
+from .lineage import SPEC_FIELD, RunPlugins, Subrun, SuperrunSpec, unknown_data_type
 from .options import MISSING
-from .plugin import Plugin, as_tuple, plugins_in
+from .plugin import Plugin, SaveWhen, as_tuple, plugins_in
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -61,18 +85,235 @@ CONTEXT_OPTIONS: dict[str, str] = {
     "fuzzy_for": "data types whose plugin, version and options are ignored when loading",
     "fuzzy_for_options": "option names ignored (in every data type) when loading",
     "forbid_creation_of": "data types that must be loaded, never computed ('*': all)",
+    "write_superruns": "save what is computed for superruns (True/False, default False)",
 }
 """The context options and what they mean."""
 
-RunIds = str | Sequence[str]
+_BOOL_OPTIONS = frozenset({"write_superruns"})
+
+RunId = str | bytes
+RunIds = RunId | Sequence[RunId]
 Targets = str | Sequence[str]
+Interval = tuple[int, int]
+
+PATTERN_TYPES = ("fnmatch", "re")
+"""How ``include_targets`` / ``exclude_targets`` patterns match data type names: shell
+wildcards (``fnmatch``, whole name, case-sensitive) or regular expressions (``re``, matched at
+the start of the name, as ``re.match``)."""
 
 
-def _run_ids(run_id: RunIds) -> list[str]:
-    ids = [run_id] if isinstance(run_id, str) else list(run_id)
+def _run_id(run_id: Any) -> str:
+    """A run id as a string: bytes (and numpy bytes) are decoded as UTF-8, as strax does."""
+    if isinstance(run_id, (bytes, bytearray)):
+        try:
+            return bytes(run_id).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"run id {bytes(run_id)!r} is not UTF-8") from None
+    if isinstance(run_id, str):
+        return str(run_id)  # numpy str_ too
+    raise InvalidRequest(f"a run id must be a string (or bytes), got {run_id!r}")
+
+
+def _run_ids(run_id: Any) -> list[str]:
+    if isinstance(run_id, (str, bytes, bytearray)):
+        ids = [_run_id(run_id)]
+    else:
+        try:
+            ids = [_run_id(r) for r in run_id]
+        except TypeError:
+            raise InvalidRequest(
+                f"run_id must be a run id or a list of them, got {run_id!r}"
+            ) from None
     if not ids:
-        raise ValueError("no run_id given")
+        raise InvalidRequest("no run_id given")
     return ids
+
+
+def _patterns(value: str | Iterable[str] | None, what: str) -> tuple[str, ...]:
+    values = as_tuple(value)
+    if any(not isinstance(v, str) for v in values):
+        raise InvalidRequest(f"{what} must be data type name patterns, got {value!r}")
+    return values
+
+
+def _matches(name: str, pattern: str, pattern_type: str) -> bool:
+    if pattern_type == "fnmatch":
+        return fnmatch.fnmatchcase(name, pattern)
+    try:
+        return re.match(pattern, name) is not None
+    except re.error as e:
+        raise InvalidRequest(f"bad regular expression {pattern!r}: {e}") from None
+
+
+def _intersect(a: Interval | None, b: Interval | None) -> tuple[bool, Interval | None]:
+    """Whether ``a`` and ``b`` overlap (``None``: everything), and their intersection."""
+    if a is None:
+        return True, b
+    if b is None:
+        return True, a
+    lo, hi = max(a[0], b[0]), min(a[1], b[1])
+    return lo < hi, (lo, hi)
+
+
+def _with_run_ids(arrays: Sequence[np.ndarray], runs: Sequence[str], width: int) -> np.ndarray:
+    """The arrays concatenated, with a first field ``run_id`` (a fixed-width string)."""
+    base = arrays[0].dtype
+    if "run_id" in (base.names or ()):
+        raise InvalidRequest(
+            "the data already has a field 'run_id': pass add_run_id_field=False to load it"
+        )
+    dtype = np.dtype(
+        [
+            ("run_id", f"<U{max(width, 1)}"),
+            *[(n, base[n].base, base[n].shape) for n in base.names or ()],
+        ]
+    )
+    out = np.empty(sum(len(a) for a in arrays), dtype=dtype)
+    offset = 0
+    for run, arr in zip(runs, arrays, strict=True):
+        stop = offset + len(arr)
+        out["run_id"][offset:stop] = run
+        for name in base.names or ():
+            out[name][offset:stop] = arr[name]
+        offset = stop
+    return out
+
+
+def _add_run_id_block(block: np.ndarray, run: str, out_dtype: np.dtype[Any]) -> np.ndarray:
+    out = np.empty(len(block), dtype=out_dtype)
+    out["run_id"] = run
+    for name in block.dtype.names or ():
+        out[name] = block[name]
+    return out
+
+
+def _time_value(value: Any) -> float | None:
+    """A run document's ``start``/``end`` as a number (ISO date-times as POSIX seconds)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            t = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=datetime.UTC)
+        return t.timestamp()
+    return None
+
+
+def _names(value: Any) -> list[str]:
+    """Strings of a run document field that is a string or a list of strings."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _tag_names(value: Any) -> list[str]:
+    """Tag names: strings, or objects with a string ``name`` (strax's form)."""
+    if not isinstance(value, list):
+        return []
+    out = []
+    for t in value:
+        name = t.get("name") if isinstance(t, dict) else t
+        if isinstance(name, str):
+            out.append(name)
+    return out
+
+
+def _ranges_of_records(data: Any, from_run: str | None) -> dict[str, list[Interval]]:
+    """``{run: [(time, endtime), ...]}`` of records (a structured array or a DataFrame with
+    ``time`` and ``endtime`` or ``length`` and ``dt``, and ``run_id`` unless ``from_run``),
+    overlapping and touching ranges merged.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame.from_records(data) if isinstance(data, np.ndarray) else data
+    if "time" not in df.columns:
+        raise InvalidRunDefinition("records defining a superrun need a 'time' field")
+    if "endtime" in df.columns:
+        end = df["endtime"].to_numpy()
+    elif "length" in df.columns and "dt" in df.columns:
+        end = df["time"].to_numpy() + df["length"].to_numpy() * df["dt"].to_numpy()
+    else:
+        raise InvalidRunDefinition(
+            "records defining a superrun need 'endtime' (or 'length' and 'dt') fields"
+        )
+    if from_run is not None:
+        runs = np.full(len(df), from_run, dtype=object)
+    elif "run_id" in df.columns:
+        runs = df["run_id"].to_numpy()
+    else:
+        raise InvalidRunDefinition(
+            "give from_run= or records with a 'run_id' field to define a superrun from records"
+        )
+    out: dict[str, list[Interval]] = {}
+    order = np.lexsort((df["time"].to_numpy(), runs.astype(str)))
+    for i in order:
+        run = _run_id(runs[i])
+        t0, t1 = int(df["time"].iloc[i]), int(end[i])
+        t1 = max(t1, t0 + 1)  # a zero-length record still selects its own time
+        ranges = out.setdefault(run, [])
+        if ranges and t0 <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], t1))
+        else:
+            ranges.append((t0, t1))
+    return out
+
+
+def _lineage_of(thing: Any, what: str) -> tuple[Lineage, str | None]:
+    """The lineage (and key, if known) described by a DataKey, a Manifest, a manifest or
+    strax metadata document (a dict or the path of its JSON file), or a lineage itself.
+    """
+    if isinstance(thing, DataKey):
+        return thing.lineage, str(thing)
+    if isinstance(thing, Manifest):
+        return thing.key.lineage, str(thing.key)
+    if isinstance(thing, (str, Path)):
+        path = Path(thing)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise InvalidRequest(f"{what}: cannot read metadata file {str(path)!r}: {e}") from None
+        try:
+            thing = load_document(raw, f"metadata file {str(path)!r}")
+        except DataCorrupted as e:
+            raise InvalidRequest(f"{what}: {e}") from None
+    if isinstance(thing, Mapping):
+        if isinstance(thing.get("key"), Mapping) and "lineage" in thing["key"]:
+            k = thing["key"]
+            return dict(k["lineage"]), f"{k.get('run_id')}-{k.get('data_type')}"
+        if isinstance(thing.get("lineage"), Mapping):
+            return dict(thing["lineage"]), None
+        if all(isinstance(v, (list, tuple)) and len(v) == 3 for v in thing.values()):
+            return dict(thing), None
+    raise InvalidRequest(
+        f"{what}: expected a (run_id, target) pair, a DataKey, a Manifest, a metadata dict or "
+        f"JSON file with a lineage, or a lineage; got {thing!r:.200}"
+    )
+
+
+def _entry_diff(a: Sequence[Any], b: Sequence[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if a[0] != b[0]:
+        out["plugin"] = {"a": a[0], "b": b[0]}
+    if a[1] != b[1]:
+        out["version"] = {"a": a[1], "b": b[1]}
+    opts: dict[str, Any] = {}
+    for name in sorted(set(a[2]) | set(b[2])):
+        va, vb = a[2].get(name, MISSING), b[2].get(name, MISSING)
+        if va is MISSING or vb is MISSING or canonical_json(va) != canonical_json(vb):
+            opts[name] = {
+                **({"a": va} if va is not MISSING else {}),
+                **({"b": vb} if vb is not MISSING else {}),
+            }
+    if opts:
+        out["options"] = opts
+    return out
 
 
 def _field_type(dtype: np.dtype[Any]) -> str:
@@ -86,8 +327,10 @@ class Context:
     Parameters
     ----------
     storage
-        Frontends, or URLs/paths opened with :func:`strata.storage.open_frontend`, in the order they
-        are searched. Data is saved to every writable frontend that takes its data type.
+        Frontends, or URLs/paths opened with :func:`strata.storage.open_frontend`. Data is loaded
+        from the nearest that has it (by ``storage_kind``: memory, local, online, compressed,
+        remote, tape; this order breaks ties) and saved to every writable frontend that takes
+        its data type.
     register
         Plugin classes (or one) to register.
     config
@@ -101,6 +344,15 @@ class Context:
         Option names ignored everywhere when looking for stored data.
     forbid_creation_of
         Data types that must be loaded and are never computed (``"*"`` for all).
+    write_superruns
+        Save what is computed for superruns (by default superrun results are computed when
+        asked for and not saved; the subruns' data they are made from is saved as usual).
+
+    Attributes
+    ----------
+    failed_runs
+        ``{run_id: exception}`` of the runs the last ``get_array`` / ``get_df`` call with
+        ``ignore_errors=True`` skipped (empty after any other call).
 
     """
 
@@ -114,6 +366,7 @@ class Context:
         fuzzy_for: str | Iterable[str] = (),
         fuzzy_for_options: str | Iterable[str] = (),
         forbid_creation_of: str | Iterable[str] = (),
+        write_superruns: bool = False,
     ) -> None:
         if storage is None:
             storage = []
@@ -123,7 +376,9 @@ class Context:
         self.client = client
         self._registry: dict[str, type[Plugin]] = {}
         self._config: dict[str, Any] = {}
-        self._context_config: dict[str, tuple[str, ...]] = {k: () for k in CONTEXT_OPTIONS}
+        self._context_config: dict[str, Any] = {k: () for k in CONTEXT_OPTIONS}
+        self._context_config["write_superruns"] = False
+        self.failed_runs: dict[str, Exception] = {}
         if register is not None:
             self.register(register)
         self.set_context_config(
@@ -131,6 +386,7 @@ class Context:
                 "fuzzy_for": fuzzy_for,
                 "fuzzy_for_options": fuzzy_for_options,
                 "forbid_creation_of": forbid_creation_of,
+                "write_superruns": write_superruns,
             }
         )
         if config:
@@ -182,8 +438,10 @@ class Context:
         return dict(self._config)
 
     @property
-    def context_config(self) -> dict[str, tuple[str, ...]]:
-        """The context options (``fuzzy_for``, ``fuzzy_for_options``, ``forbid_creation_of``)."""
+    def context_config(self) -> dict[str, Any]:
+        """The context options (:data:`CONTEXT_OPTIONS`): ``fuzzy_for``, ``fuzzy_for_options``,
+        ``forbid_creation_of`` (tuples of names) and ``write_superruns`` (a bool).
+        """
         return dict(self._context_config)
 
     def _takers(self, option: str) -> list[tuple[type[Plugin], Any]]:
@@ -197,9 +455,17 @@ class Context:
         ``OptionTypeError`` for a value of the wrong type.
         """
         if mode not in ("update", "replace"):
-            raise ValueError(f"mode must be 'update' or 'replace', got {mode!r}")
+            raise OptionError(f"mode must be 'update' or 'replace', got {mode!r}")
+        self._validate_config(config)
+        if mode == "replace":
+            self._config = {}
+        self._config.update(config)
+
+    def _validate_config(self, config: Any) -> None:
         if not isinstance(config, Mapping):
-            raise TypeError(f"config must be a dict of option values, got {type(config).__name__}")
+            raise OptionTypeError(
+                f"config must be a dict of option values, got {type(config).__name__}"
+            )
         known = {name for c in self._registry.values() for name in c.takes_config}
         for name, value in config.items():
             takers = self._takers(name)
@@ -212,51 +478,84 @@ class Context:
                 )
             for cls, opt in takers:
                 opt.validate(value, f"config option {name!r} (of {cls.__name__})")
-        if mode == "replace":
-            self._config = {}
-        self._config.update(config)
+
+    def _call_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The context's config updated with a call's ``config=`` (validated; the context is
+        not changed).
+        """
+        if config is None:
+            return self._config
+        self._validate_config(config)
+        return {**self._config, **config}
 
     def set_context_config(self, options: Mapping[str, Any]) -> None:
-        """Change context options: ``fuzzy_for``, ``fuzzy_for_options``, ``forbid_creation_of``."""
+        """Change context options (:data:`CONTEXT_OPTIONS`): ``fuzzy_for``,
+        ``fuzzy_for_options``, ``forbid_creation_of``, ``write_superruns``.
+        """
         for name, value in options.items():
             if name not in CONTEXT_OPTIONS:
                 raise OptionError(
                     f"unknown context option {name!r}; known: {sorted(CONTEXT_OPTIONS)} "
                     "(plugin options go in set_config)"
                 )
+            if name in _BOOL_OPTIONS:
+                if not isinstance(value, (bool, np.bool_)):
+                    raise OptionTypeError(
+                        f"context option {name!r} takes True or False, got {value!r}"
+                    )
+                self._context_config[name] = bool(value)
+                continue
             values = as_tuple(value)
             if any(not isinstance(v, str) for v in values):
                 raise OptionError(f"context option {name!r} takes names, got {value!r}")
             self._context_config[name] = values
 
     # -- keys -------------------------------------------------------------------------------
-    def _plugins_for(self, run_id: str) -> RunPlugins:
-        return RunPlugins(run_id, self._registry, self._config, self.run_metadata)
+    def _plugins_for(self, run_id: Any, config: Mapping[str, Any] | None = None) -> RunPlugins:
+        return RunPlugins(
+            _run_id(run_id), self._registry, self._call_config(config), self.run_metadata
+        )
 
     def _builder(
         self,
-        run_id: str,
+        run_id: Any,
         targets: Sequence[str] = (),
         save: Sequence[str] = (),
         allow_save: bool = True,
         plugins: RunPlugins | None = None,
+        config: Mapping[str, Any] | None = None,
+        check_forbidden: bool = True,
     ) -> GraphBuilder:
         cc = self._context_config
         return GraphBuilder(
-            plugins if plugins is not None else self._plugins_for(run_id),
+            plugins if plugins is not None else self._plugins_for(run_id, config),
             self.storage,
             targets=targets,
             save=save,
             allow_save=allow_save,
             fuzzy_for=cc["fuzzy_for"],
             fuzzy_for_options=cc["fuzzy_for_options"],
-            forbid_creation_of=cc["forbid_creation_of"],
+            forbid_creation_of=cc["forbid_creation_of"] if check_forbidden else (),
+            write_superruns=cc["write_superruns"],
         )
+
+    def _check_save(self, save: Targets) -> tuple[str, ...]:
+        """``save=`` as a tuple; every name a registered type its plugin may save."""
+        names = as_tuple(save)
+        for name in names:
+            if name not in self._registry:
+                raise unknown_data_type(name, self._registry)
+            cls = self._registry[name]
+            if cls.save_when_of(name) is SaveWhen.NEVER:
+                raise InvalidRequest(
+                    f"{cls.__name__} never saves {name!r} (save_when=NEVER); remove it from save="
+                )
+        return names
 
     def _check_targets(self, targets: Targets, merge: bool = True) -> tuple[str, ...]:
         ts = as_tuple(targets)
         if not ts:
-            raise ValueError("no target data type given")
+            raise InvalidRequest("no target data type given")
         for t in ts:
             if t not in self._registry:
                 raise unknown_data_type(t, self._registry)
@@ -269,31 +568,136 @@ class Context:
                 )
         return ts
 
-    def lineage(self, run_id: str, target: str) -> Lineage:
-        """The lineage of ``target`` for ``run_id``: ``{data_type: [plugin, version, {opts}]}``."""
+    def lineage(
+        self, run_id: RunId, target: str, config: Mapping[str, Any] | None = None
+    ) -> Lineage:
+        """The lineage of ``target`` for ``run_id``: ``{data_type: [plugin, version, {opts}]}``
+        (with ``config`` overriding the context's option values for this call).
+        """
         self._check_targets(target)
-        return self._plugins_for(run_id).lineage(target)
+        return self._plugins_for(run_id, config).lineage(target)
 
-    def key_for(self, run_id: str, target: str) -> DataKey:
+    def key_for(
+        self, run_id: RunId, target: str, config: Mapping[str, Any] | None = None
+    ) -> DataKey:
         """The :class:`~strata.storage.DataKey` ``target`` of ``run_id`` is stored under."""
         self._check_targets(target)
-        return self._plugins_for(run_id).key(target)
+        return self._plugins_for(run_id, config).key(target)
 
-    def is_stored(self, run_id: str, target: str) -> bool:
-        """Whether ``target`` of ``run_id`` is stored (the fuzzy context options apply)."""
+    def is_stored(
+        self, run_id: RunId, target: str, config: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Whether ``target`` of ``run_id`` is stored (the fuzzy context options apply).
+
+        For a superrun this asks about data stored under the superrun itself: a type made by
+        concatenating subruns is loaded from them without being stored (see
+        :meth:`available_for_run`).
+        """
         self._check_targets(target)
-        return self._builder(run_id).is_stored(target)
+        return self._builder(run_id, config=config).is_stored(target)
 
-    def run_metadata(self, run_id: str) -> dict[str, Any]:
-        """The run metadata document of ``run_id`` from the first frontend that has one."""
-        for fe in self.storage:
+    def run_metadata(self, run_id: RunId) -> dict[str, Any]:
+        """The run metadata document of ``run_id`` from the nearest frontend that has one."""
+        run_id = _run_id(run_id)
+        frontends = loading_order(self.storage)
+        for fe in frontends:
             try:
                 return fe.run_metadata(run_id)
             except DataNotAvailable:
                 continue
         raise DataNotAvailable(
             f"no run metadata for run {run_id!r} in any frontend "
-            f"({', '.join(map(repr, self.storage)) or 'no storage configured'})"
+            f"({', '.join(map(repr, frontends)) or 'no storage configured'})"
+        )
+
+    # -- superruns --------------------------------------------------------------------------
+    def define_run(
+        self,
+        name: str,
+        data: Mapping[str, Any] | Sequence[str] | np.ndarray | pd.DataFrame,
+        from_run: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Define superrun ``name`` (it must start with ``_``) made of subruns, and store its
+        run document; returns the document.
+
+        The document has ``sub_run_spec`` (strax's field: ``{subrun: "all" | [[t0, t1], ...]}``,
+        ordered by the subruns' ``start`` when every subrun document has one), and, from the
+        subruns' documents where they have them, ``start`` (earliest), ``end`` (latest),
+        ``livetime`` (sum of ``end - start``: seconds for ISO date-times), ``mode``,
+        ``source`` and ``tags`` (the union). It is written to the nearest writable frontend.
+        Loading a type for the superrun concatenates the subruns' data of it in time order
+        (for plugins that do not ``allow_superrun``); the keys of superrun data include the
+        subrun set, so redefining a superrun gives new keys.
+
+        Parameters
+        ----------
+        name
+            The superrun's run id: ``_`` and then letters, digits, ``_`` or ``.``.
+        data
+            The subruns: a list of run ids (whole runs); or ``{run_id: None | "all" |
+            [(t0, t1), ...]}`` (time ranges select records with ``t0 <= time < t1``); or
+            records (a structured array or DataFrame with ``time`` and ``endtime``, or
+            ``length`` and ``dt``, and a ``run_id`` field unless ``from_run`` is given), which
+            select the time ranges they cover.
+        from_run
+            The run the records in ``data`` come from.
+        metadata
+            More fields for the superrun's document.
+
+        """
+        if isinstance(data, Mapping):
+            spec_in: dict[Any, Any] = {_run_id(k): v for k, v in data.items()}
+        elif isinstance(data, np.ndarray) or type(data).__name__ == "DataFrame":
+            spec_in = {
+                k: [list(r) for r in v] for k, v in _ranges_of_records(data, from_run).items()
+            }
+        elif isinstance(data, (str, bytes)):
+            raise InvalidRunDefinition(
+                f"define_run takes a list of subruns, got the single run id {data!r}"
+            )
+        else:
+            runs = _run_ids(data)
+            if len(set(runs)) != len(runs):
+                raise InvalidRunDefinition(f"superrun {name!r}: a subrun is listed twice: {runs}")
+            spec_in = dict.fromkeys(runs, "all")
+        spec = SuperrunSpec.build(name, spec_in)
+        docs: dict[str, dict[str, Any]] = {}
+        for sub in spec.subruns:
+            try:
+                docs[sub.run_id] = self.run_metadata(sub.run_id)
+            except DataNotAvailable:
+                docs[sub.run_id] = {}
+        starts = {r: _time_value(d.get("start")) for r, d in docs.items()}
+        ends = {r: _time_value(d.get("end")) for r, d in docs.items()}
+        subruns = list(spec.subruns)
+        if all(v is not None for v in starts.values()):
+            subruns.sort(key=lambda s: starts[s.run_id] or 0.0)
+        doc: dict[str, Any] = {SPEC_FIELD: SuperrunSpec(spec.run_id, tuple(subruns)).to_spec()}
+        if all(v is not None for v in (*starts.values(), *ends.values())):
+            first = min(docs, key=lambda r: starts[r] or 0.0)
+            last = max(docs, key=lambda r: ends[r] or 0.0)
+            doc["start"], doc["end"] = docs[first]["start"], docs[last]["end"]
+            doc["livetime"] = sum((ends[r] or 0.0) - (starts[r] or 0.0) for r in docs)
+        for field in ("mode", "source"):
+            values = sorted({v for d in docs.values() for v in _names(d.get(field))})
+            if values:
+                doc[field] = values
+        tags = sorted({t for d in docs.values() for t in _tag_names(d.get("tags"))})
+        if tags:
+            doc["tags"] = [{"name": t} for t in tags]
+        if metadata:
+            if SPEC_FIELD in metadata:
+                raise InvalidRunDefinition(f"metadata= cannot set {SPEC_FIELD!r}: give data=")
+            doc.update(normalize(dict(metadata), "metadata"))
+        for fe in loading_order(self.storage):
+            if not fe.readonly:
+                fe.write_run_metadata(spec.run_id, doc)
+                logger.info("defined superrun %s (%d subruns) in %r", name, len(subruns), fe)
+                return doc
+        raise InvalidRequest(
+            f"cannot define superrun {name!r}: no writable frontend to store its run document "
+            f"in ({', '.join(map(repr, self.storage)) or 'no storage configured'})"
         )
 
     # -- making -----------------------------------------------------------------------------
@@ -303,16 +707,19 @@ class Context:
         targets: Targets,
         save: Targets = (),
         progress: Progress | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         """Compute and save ``targets`` (and what they need) for one or several runs.
 
         Stored data is not computed again. Independent partitions, data types and runs run in
         parallel. ``save`` lists data types to save beyond ``save_when=TARGET`` targets
-        (needed for ``SaveWhen.EXPLICIT``). ``progress(done, total)`` is called as partition
-        computations and commits finish.
+        (needed for ``SaveWhen.EXPLICIT``; naming a ``SaveWhen.NEVER`` type raises
+        ``InvalidRequest``, a ``ValueError``). ``progress(done, total)`` is called as
+        partition computations and commits finish. ``config`` overrides option values for
+        this call only.
         """
         ts = self._check_targets(targets, merge=False)
-        save_ts = as_tuple(save)
+        save_ts = self._check_save(save)
         runs = _run_ids(run_id)
 
         def build_and_run() -> None:
@@ -320,11 +727,10 @@ class Context:
             save_tasks: list[SaveTask] = []
             units: list[Any] = []
             for run in runs:
-                b = self._builder(run, ts, save_ts)
+                b = self._builder(run, ts, save_ts, config=config)
                 for t in ts:
                     s = b.stream(t)
-                    saved = any(task.saver.key == s.key for task in b.save_tasks)
-                    if s.loaded_from is None and not saved:
+                    if not _kept(s, {task.saver.key for task in b.save_tasks}):
                         outputs.extend(b.row_counts(t))  # compute it anyway, return little
                 save_tasks.extend(b.save_tasks)
                 units.extend(b.units)
@@ -340,15 +746,126 @@ class Context:
         fields: Sequence[str] | None,
         time_range: tuple[int, int] | None,
     ) -> da.Array | None:
-        """A lazy array read straight from storage if every target is stored, else ``None``."""
-        import dask.array as da
-
-        found = []
+        """A lazy array read straight from storage if every target is stored (for a superrun:
+        under the superrun, or in every subrun of a concatenated type), else ``None``.
+        """
+        found: list[Found] = []
         for t in targets:
             f = builder.find(t)
             if f is None:
-                return None
+                break
             found.append(f)
+        if len(found) == len(targets):
+            return self._lazy_from(found, targets, fields, time_range)
+        if builder.plugins.superrun is not None and all(
+            builder.plugins.concatenates(t) for t in targets
+        ):
+            return self._superrun_lazy(builder, targets, fields, time_range)
+        return None
+
+    def _superrun_pieces(
+        self,
+        builder: GraphBuilder,
+        targets: Sequence[str],
+        time_range: tuple[int, int] | None,
+        read: Callable[[GraphBuilder, tuple[int, int] | None], Any],
+    ) -> list[Any] | None:
+        """``read(subrun builder, time range)`` of every stored piece of a superrun's
+        concatenated ``targets`` (a subrun, or one of its time ranges, within ``time_range``),
+        in time order; ``None`` if a subrun does not store them or ``read`` returns ``None``.
+        """
+        spec = builder.plugins.superrun
+        assert spec is not None
+        pieces: dict[str, list[Any]] = {}
+        spans: list[tuple[Subrun, Interval | None]] = []
+        for sub in spec.subruns:
+            child = builder.child(sub.run_id)
+            f = child.find(targets[0])
+            if f is None:
+                return None
+            partitions = f.frontend.manifest_at(f.location).partitions
+            bounds = [
+                iv
+                for _, iv, _ in restrict_intervals(
+                    [(p.start, p.end) for p in partitions], sub.ranges
+                )
+            ]
+            spans.append((sub, (bounds[0][0], bounds[-1][1]) if bounds else None))
+            pieces[sub.run_id] = []
+            for window in sub.ranges or [None]:
+                overlaps, selected = _intersect(window, time_range)
+                if not overlaps:
+                    continue
+                piece = read(child, selected)
+                if piece is None:
+                    return None
+                pieces[sub.run_id].append(piece)
+        order = builder.order_subruns(targets[0], spans)
+        out = [p for sub in order for p in pieces[sub.run_id]]
+        dtypes = {str(p.dtype) for p in out}
+        if len(dtypes) > 1:
+            raise IncompatibleTargets(
+                f"superrun {builder.run_id!r}: the subruns' {' + '.join(targets)} have different "
+                f"dtypes {sorted(dtypes)}; they cannot be concatenated"
+            )
+        return out
+
+    def _superrun_lazy(
+        self,
+        builder: GraphBuilder,
+        targets: Sequence[str],
+        fields: Sequence[str] | None,
+        time_range: tuple[int, int] | None,
+    ) -> da.Array | None:
+        """The stored data of the subruns, concatenated in time order (lazily), or ``None`` if
+        a subrun does not store it.
+        """
+        import dask.array as da
+
+        def read(child: GraphBuilder, window: tuple[int, int] | None) -> da.Array | None:
+            return self._stored_lazy(child, targets, fields, window)
+
+        arrays = self._superrun_pieces(builder, targets, time_range, read)
+        if arrays is None:
+            return None
+        if not arrays:  # nothing in time_range: an empty array of the right dtype
+            spec = builder.plugins.superrun
+            assert spec is not None
+            whole = read(builder.child(spec.subruns[0].run_id), None)
+            return None if whole is None else whole[:0]
+        return da.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+
+    def _superrun_direct(
+        self,
+        builder: GraphBuilder,
+        target: str,
+        fields: Sequence[str] | None,
+        time_range: tuple[int, int] | None,
+    ) -> list[LazyData] | None:
+        """The stored pieces of a superrun's concatenated ``target`` as storage readers (read
+        straight into numpy, as one stored key is), or ``None``.
+        """
+        if builder.plugins.superrun is None or not builder.plugins.concatenates(target):
+            return None
+        sel = [fields] if isinstance(fields, str) else fields
+
+        def read(child: GraphBuilder, window: tuple[int, int] | None) -> LazyData | None:
+            found = child.find(target)
+            return None if found is None else found.loader(fields=sel, time_range=window)
+
+        pieces = self._superrun_pieces(builder, [target], time_range, read)
+        return pieces or None
+
+    def _lazy_from(
+        self,
+        found: Sequence[Found],
+        targets: Sequence[str],
+        fields: Sequence[str] | None,
+        time_range: tuple[int, int] | None,
+    ) -> da.Array:
+        """A lazy array of stored ``targets`` (merged side by side) where ``found`` says."""
+        import dask.array as da
+
         if len(found) == 1:
             if fields is not None:
                 fields = [fields] if isinstance(fields, str) else list(fields)
@@ -393,27 +910,33 @@ class Context:
         time_range: tuple[int, int] | None,
         save: Targets,
         progress: Progress | None,
+        config: Mapping[str, Any] | None = None,
     ) -> list[np.ndarray]:
         """One numpy array per run, computed (and saved, where allowed) in one Dask call."""
         import dask
 
         ts = self._check_targets(targets)
-        save_ts = as_tuple(save)
+        save_ts = self._check_save(save)
 
         def build_and_run() -> list[np.ndarray]:
             outputs: list[Any] = []
             save_tasks: list[SaveTask] = []
             units: list[Any] = []
-            direct: dict[int, LazyData] = {}
+            direct: dict[int, list[LazyData]] = {}
             for i, run in enumerate(run_ids):
-                b = self._builder(run, ts, save_ts, allow_save=time_range is None)
+                b = self._builder(run, ts, save_ts, allow_save=time_range is None, config=config)
                 found = b.find(ts[0]) if len(ts) == 1 and self.client is None else None
                 if found is not None:
                     # stored: the storage reader decodes straight into one array (no Dask
                     # blocks to concatenate: half the memory, about 2.5x the speed)
                     sel = [fields] if isinstance(fields, str) else fields
-                    direct[i] = found.loader(fields=sel, time_range=time_range)
+                    direct[i] = [found.loader(fields=sel, time_range=time_range)]
                     continue
+                if len(ts) == 1 and self.client is None:
+                    pieces = self._superrun_direct(b, ts[0], fields, time_range)
+                    if pieces is not None:
+                        direct[i] = pieces
+                        continue
                 lazy = self._stored_lazy(b, ts, fields, time_range)
                 if lazy is not None:
                     outputs.append(lazy)
@@ -428,10 +951,59 @@ class Context:
                 else []
             )
             return [
-                direct[i].to_numpy() if i in direct else next(computed) for i in range(len(run_ids))
+                _read_direct(direct[i]) if i in direct else next(computed)
+                for i in range(len(run_ids))
             ]
 
         return build_and_run()
+
+    def _arrays(
+        self,
+        runs: list[str],
+        targets: Targets,
+        fields: Sequence[str] | None,
+        time_range: tuple[int, int] | None,
+        save: Targets,
+        progress: Progress | None,
+        config: Mapping[str, Any] | None,
+        ignore_errors: bool,
+    ) -> tuple[list[str], list[np.ndarray]]:
+        """The runs that loaded and their arrays; with ``ignore_errors``, runs that fail are
+        skipped, logged and listed in :attr:`failed_runs`.
+        """
+        self.failed_runs = {}
+        if not ignore_errors:
+            return runs, self._compute_arrays(
+                runs, targets, fields, time_range, save, progress, config
+            )
+        self._check_targets(targets)
+        self._check_save(save)
+        self._call_config(config)
+        ok: list[str] = []
+        arrays: list[np.ndarray] = []
+        # one run at a time, so that one run's failure is its own (in one Dask call, the first
+        # failing task would end the computation of every run)
+        for run in runs:
+            try:
+                (arr,) = self._compute_arrays(
+                    [run], targets, fields, time_range, save, progress, config
+                )
+            except Exception as e:
+                logger.warning("run %s failed and is skipped (ignore_errors): %s", run, e)
+                self.failed_runs[run] = e
+                continue
+            ok.append(run)
+            arrays.append(arr)
+        if self.failed_runs:
+            logger.warning(
+                "%d of %d runs failed and were skipped: %s",
+                len(self.failed_runs),
+                len(runs),
+                ", ".join(self.failed_runs),
+            )
+        if not ok:
+            raise next(iter(self.failed_runs.values()))
+        return ok, arrays
 
     def get_array(
         self,
@@ -441,14 +1013,31 @@ class Context:
         time_range: tuple[int, int] | None = None,
         save: Targets = (),
         progress: Progress | None = None,
+        config: Mapping[str, Any] | None = None,
+        ignore_errors: bool = False,
+        add_run_id_field: bool | None = None,
     ) -> np.ndarray:
-        """A numpy record array of ``targets`` of ``run_id`` (several runs: concatenated).
+        """A numpy record array of ``targets`` of ``run_id`` (several runs: concatenated, in
+        the order given).
 
         Several targets of one data kind are merged side by side. ``fields`` selects fields;
         ``time_range=(t0, t1)`` selects records with ``t0 <= time < t1`` (and never saves).
-        What is not stored is computed and saved as in :meth:`make`.
+        What is not stored is computed and saved as in :meth:`make`. ``config`` overrides
+        option values for this call only (the context is not changed).
+
+        With several runs, a first field ``run_id`` (a fixed-width string, as in strax) says
+        which run each record is from (``add_run_id_field=False``: no such field; ``True``:
+        one run gets it too). ``ignore_errors=True`` skips runs that fail, logs a warning and
+        lists them in :attr:`failed_runs` (``{run_id: exception}``); if every run fails, the
+        first run's error is raised.
         """
-        arrays = self._compute_arrays(_run_ids(run_id), targets, fields, time_range, save, progress)
+        runs = _run_ids(run_id)
+        ok, arrays = self._arrays(
+            runs, targets, fields, time_range, save, progress, config, ignore_errors
+        )
+        add = len(runs) > 1 if add_run_id_field is None else bool(add_run_id_field)
+        if add:
+            return _with_run_ids(arrays, ok, max(len(r) for r in runs))
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
     def get_df(
@@ -459,18 +1048,22 @@ class Context:
         time_range: tuple[int, int] | None = None,
         save: Targets = (),
         progress: Progress | None = None,
+        config: Mapping[str, Any] | None = None,
+        ignore_errors: bool = False,
     ) -> pd.DataFrame:
         """As :meth:`get_array`, as a pandas DataFrame of the scalar fields.
 
-        Multi-dimensional fields (waveforms) are left out. With several runs, a ``run_id``
-        column says which run each row is from.
+        Multi-dimensional fields (waveforms) are left out. With several runs, a first column
+        ``run_id`` says which run each row is from.
         """
         import pandas as pd
 
         runs = _run_ids(run_id)
-        arrays = self._compute_arrays(runs, targets, fields, time_range, save, progress)
+        ok, arrays = self._arrays(
+            runs, targets, fields, time_range, save, progress, config, ignore_errors
+        )
         frames = []
-        for run, arr in zip(runs, arrays, strict=True):
+        for run, arr in zip(ok, arrays, strict=True):
             names = arr.dtype.names or ()
             scalar = [n for n in names if not arr.dtype[n].shape]
             dropped = sorted(set(names) - set(scalar))
@@ -484,22 +1077,60 @@ class Context:
 
     def get_dask(
         self,
-        run_id: str,
+        run_id: RunIds,
         targets: Targets,
         fields: Sequence[str] | None = None,
         time_range: tuple[int, int] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> da.Array:
         """A lazy one-dimensional structured Dask array of ``targets`` of ``run_id``.
 
         Stored data is read lazily (one task per stored chunk, only the selected fields and
-        the partitions overlapping ``time_range``). Data that is not stored is computed when
-        the array is, one chunk per partition (of unknown length until computed), and is not
-        saved: call :meth:`make` first to store it.
+        the partitions overlapping ``time_range``); a superrun's concatenated types read their
+        subruns' stored chunks. Data that is not stored is computed when the array is, one
+        chunk per partition (of unknown length until computed), and is not saved: call
+        :meth:`make` first to store it. Several runs are concatenated in the order given, with
+        a first field ``run_id`` as in :meth:`get_array`.
         """
         import dask.array as da
 
         ts = self._check_targets(targets)
-        b = self._builder(run_id, ts, allow_save=False)
+        runs = _run_ids(run_id)
+        arrays = [self._dask_of(run, ts, fields, time_range, config) for run in runs]
+        if len(runs) == 1:
+            return arrays[0]
+        width = max(len(r) for r in runs)
+        base = arrays[0].dtype
+        dtype = np.dtype(
+            [
+                ("run_id", f"<U{width}"),
+                *[(n, base[n].base, base[n].shape) for n in base.names or ()],
+            ]
+        )
+        labelled = [
+            da.map_blocks(
+                _add_run_id_block,
+                a,
+                run=run,
+                out_dtype=dtype,
+                dtype=dtype,
+                meta=np.empty(0, dtype=dtype),
+            )
+            for run, a in zip(runs, arrays, strict=True)
+        ]
+        return da.concatenate(labelled)
+
+    def _dask_of(
+        self,
+        run_id: str,
+        ts: tuple[str, ...],
+        fields: Sequence[str] | None,
+        time_range: tuple[int, int] | None,
+        config: Mapping[str, Any] | None,
+    ) -> da.Array:
+        import dask.array as da
+
+        b = self._builder(run_id, ts, allow_save=False, config=config)
         lazy = self._stored_lazy(b, ts, fields, time_range)
         if lazy is not None:
             return lazy
@@ -511,10 +1142,11 @@ class Context:
 
     def get_xarray(
         self,
-        run_id: str,
+        run_id: RunId,
         targets: Targets,
         fields: Sequence[str] | None = None,
         time_range: tuple[int, int] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> xr.Dataset:
         """An xarray Dataset of ``targets`` of ``run_id``: one Dask-backed variable per field,
         along dimension ``row`` (plus ``<field>_dim_<i>`` for multi-dimensional fields).
@@ -525,8 +1157,9 @@ class Context:
         """
         import xarray as xr
 
+        run_id = _run_id(run_id)
         ts = self._check_targets(targets)
-        arr = self.get_dask(run_id, ts, fields, time_range)
+        arr = self.get_dask(run_id, ts, fields, time_range, config=config)
         if any(np.isnan(c) for c in arr.chunks[0]):
             logger.info("computing %s of %s to learn its length (not stored)", ts, run_id)
             arr = self.client.persist(arr) if self.client is not None else arr.persist()
@@ -536,7 +1169,7 @@ class Context:
             field = arr[name]
             dims = ("row", *[f"{name}_dim_{i}" for i in range(1, field.ndim)])
             data_vars[name] = (dims, field)
-        plugins = self._plugins_for(run_id)
+        plugins = self._plugins_for(run_id, config)
         attrs = {
             "run_id": run_id,
             "targets": list(ts),
@@ -545,18 +1178,52 @@ class Context:
         return xr.Dataset(data_vars, attrs=attrs)
 
     # -- inspection -------------------------------------------------------------------------
-    def available_for_run(self, run_id: str) -> pd.DataFrame:
+    def available_for_run(
+        self,
+        run_id: RunId,
+        include_targets: str | Iterable[str] | None = None,
+        exclude_targets: str | Iterable[str] | None = None,
+        pattern_type: str = "fnmatch",
+        config: Mapping[str, Any] | None = None,
+    ) -> pd.DataFrame:
         """Every registered data type: whether it is stored for ``run_id``, and where.
 
         Columns: ``data_type``, ``data_kind``, ``plugin``, ``is_stored``, ``lineage_hash``,
-        ``frontend`` and ``note`` (why a key could not be built, e.g. missing run metadata).
+        ``frontend`` and ``note`` (why a key could not be built, e.g. missing run metadata; a
+        fuzzy match; for a superrun, that a type is stored in every subrun and loads as their
+        concatenation).
+
+        ``include_targets`` keeps the data types matching any of its patterns,
+        ``exclude_targets`` drops those matching any of its; ``pattern_type`` is ``"fnmatch"``
+        (shell wildcards, ``"peak*"``) or ``"re"`` (regular expressions, matched at the start
+        of the name), as in strax.
         """
         import pandas as pd
 
-        plugins = self._plugins_for(run_id)
+        if pattern_type not in PATTERN_TYPES:
+            raise InvalidRequest(
+                f"pattern_type must be one of {', '.join(map(repr, PATTERN_TYPES))}, "
+                f"got {pattern_type!r}"
+            )
+        include = _patterns(include_targets, "include_targets")
+        exclude = _patterns(exclude_targets, "exclude_targets")
+        plugins = self._plugins_for(run_id, config)
         b = self._builder(run_id, plugins=plugins)
         rows = []
+        columns = [
+            "data_type",
+            "data_kind",
+            "plugin",
+            "is_stored",
+            "lineage_hash",
+            "frontend",
+            "note",
+        ]
         for dt in sorted(self._registry):
+            if include and not any(_matches(dt, p, pattern_type) for p in include):
+                continue
+            if any(_matches(dt, p, pattern_type) for p in exclude):
+                continue
             cls = self._registry[dt]
             row = {
                 "data_type": dt,
@@ -570,6 +1237,11 @@ class Context:
             try:
                 row["lineage_hash"] = plugins.key(dt).lineage_hash
                 found = b.find(dt)
+                if found is None and plugins.concatenates(dt):
+                    sub = plugins.superrun
+                    assert sub is not None
+                    if all(b.child(s.run_id).find(dt) is not None for s in sub.subruns):
+                        row["note"] = "stored in every subrun: loads as their concatenation"
             except PipelineError as e:
                 row["note"] = str(e)
                 found = None
@@ -579,7 +1251,134 @@ class Context:
                 if found.key.lineage_hash != row["lineage_hash"]:
                     row["note"] = f"fuzzy match: stored as {found.key}"
             rows.append(row)
-        return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+        return pd.DataFrame(rows, columns=columns)
+
+    def _found(self, run_id: RunId, target: str, config: Mapping[str, Any] | None = None) -> Found:
+        self._check_targets(target)
+        b = self._builder(run_id, config=config)
+        found = b.find(target)
+        if found is None:
+            key = b.plugins.key(target)
+            where = ", ".join(map(repr, b.load_order)) or "no storage configured"
+            extra = (
+                " (for this superrun it is the concatenation of its subruns' data, which is "
+                "not stored under the superrun: ask each subrun)"
+                if b.plugins.concatenates(target)
+                else ""
+            )
+            raise DataNotAvailable(f"{key} is not stored in any frontend ({where}){extra}")
+        return found
+
+    def get_metadata(
+        self, run_id: RunId, target: str, config: Mapping[str, Any] | None = None
+    ) -> Manifest:
+        """The manifest of stored ``target`` of ``run_id``, from the nearest frontend that has
+        it (the fuzzy context options apply); ``DataNotAvailable`` if it is not stored.
+
+        The manifest holds the key and lineage, dtype, partitions (``start``, ``end``,
+        ``rows``, ``nbytes``), codecs and the saving plugin's metadata; ``.to_dict()`` gives
+        its JSON form.
+        """
+        found = self._found(run_id, target, config)
+        return found.frontend.manifest_at(found.location)
+
+    def size_mb(
+        self,
+        run_id: RunId,
+        target: str,
+        stored: bool = False,
+        config: Mapping[str, Any] | None = None,
+    ) -> float:
+        """Megabytes (10**6 bytes) of stored ``target`` of ``run_id``: in memory once loaded
+        (all fields, as strax's ``size_mb``), or with ``stored=True`` on storage
+        (compressed; ``nan`` if the backend cannot tell).
+        """
+        found = self._found(run_id, target, config)
+        if stored:
+            nbytes = found.frontend.stored_bytes(found.key)
+            return float("nan") if nbytes is None else nbytes / 1e6
+        return found.frontend.manifest_at(found.location).nbytes / 1e6
+
+    def compare_metadata(self, a: Any, b: Any) -> dict[str, Any]:
+        """The lineage difference between two pieces of data.
+
+        ``a`` and ``b`` are each a ``(run_id, target)`` pair (the lineage of what a load
+        returns: the stored key's if stored, which differs for a fuzzy match, else the key it
+        would be made under), a :class:`~strata.storage.DataKey`, a
+        :class:`~strata.storage.Manifest`, a metadata document (a manifest's or strax's JSON
+        dict, or the path of its file), or a lineage dict.
+
+        Returns ``{"a": {"key", "lineage"}, "b": {...}, "same": bool, "only_in_a": [...],
+        "only_in_b": [...], "changed": {data_type: {"plugin"|"version": {"a", "b"},
+        "options": {name: {"a", "b"}}}}}`` (an option missing on one side has no value
+        there).
+        """
+        sides: dict[str, dict[str, Any]] = {}
+        for name, thing in (("a", a), ("b", b)):
+            key_name: str | None
+            if isinstance(thing, (tuple, list)) and len(thing) == 2:
+                run, target = thing
+                self._check_targets(target)
+                builder = self._builder(run)
+                found = builder.find(target)
+                key = found.key if found is not None else builder.plugins.key(target)
+                lineage, key_name = key.lineage, str(key)
+            else:
+                lineage, key_name = _lineage_of(thing, name)
+            sides[name] = {"key": key_name, "lineage": normalize(lineage, f"lineage of {name}")}
+        la, lb = sides["a"]["lineage"], sides["b"]["lineage"]
+        changed = {}
+        for dt in sorted(set(la) & set(lb)):
+            diff = _entry_diff(la[dt], lb[dt])
+            if diff:
+                changed[dt] = diff
+        only_a, only_b = sorted(set(la) - set(lb)), sorted(set(lb) - set(la))
+        return {
+            "a": sides["a"],
+            "b": sides["b"],
+            "same": not (changed or only_a or only_b),
+            "only_in_a": only_a,
+            "only_in_b": only_b,
+            "changed": changed,
+        }
+
+    def stored_dependencies(
+        self,
+        run_id: RunId,
+        targets: Targets,
+        check_forbidden: bool = True,
+        config: Mapping[str, Any] | None = None,
+    ) -> dict[str, bool]:
+        """The data types needed to build ``targets`` of ``run_id``, each with whether it is
+        loaded from storage (``True``) or computed (``False``), as in strax.
+
+        The walk stops at stored types: what they were made from is not needed. For a
+        superrun, a concatenated type counts as stored if every subrun stores it. Raises
+        ``CreationForbidden`` (a ``DataNotAvailable``) if a needed type is not stored and the
+        context forbids creating it, unless ``check_forbidden=False``.
+        """
+        ts = self._check_targets(targets, merge=False)
+        b = self._builder(run_id, allow_save=False, config=config, check_forbidden=check_forbidden)
+        for t in ts:
+            b.stream(t)
+        return {dt: s.stored for dt, s in b.streams.items()}
+
+    def get_source(
+        self,
+        run_id: RunId,
+        targets: Targets,
+        check_forbidden: bool = True,
+        config: Mapping[str, Any] | None = None,
+    ) -> set[str] | None:
+        """The stored data types that making ``targets`` of ``run_id`` starts from (an empty
+        set: everything is computed from source plugins), or ``None`` if it cannot be made
+        because the context forbids creating a type that is not stored.
+        """
+        try:
+            deps = self.stored_dependencies(run_id, targets, check_forbidden, config)
+        except DataNotAvailable:
+            return None
+        return {dt for dt, stored in deps.items() if stored}
 
     def data_info(self, target: str) -> pd.DataFrame:
         """The fields of ``target``: columns ``Field name``, ``Data type``, ``Comment``."""
@@ -692,6 +1491,28 @@ class Context:
         if progress is not None:
             progress(1, 1)
         return manifest
+
+
+def _read_direct(pieces: list[LazyData]) -> np.ndarray:
+    """Stored pieces read into one array (one piece: straight into it)."""
+    if len(pieces) == 1:
+        return pieces[0].to_numpy()
+    out = np.empty(sum(len(p) for p in pieces), dtype=pieces[0].dtype)
+    offset = 0
+    for p in pieces:
+        part = p.to_numpy()
+        out[offset : offset + len(part)] = part
+        offset += len(part)
+    return out
+
+
+def _kept(stream: Stream, saved: set[DataKey]) -> bool:
+    """Whether ``stream`` is stored, or saved by the graph (for a superrun's concatenation:
+    every subrun's piece).
+    """
+    if stream.subruns:
+        return all(_kept(s, saved) for s in stream.subruns)
+    return stream.stored or stream.key in saved
 
 
 def _merge_blocks(*blocks: np.ndarray, names: list[str], out_dtype: np.dtype[Any]) -> np.ndarray:

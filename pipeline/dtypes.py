@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IncompatibleTargets
+from .errors import IncompatibleTargets, InvalidRequest
 
 __all__ = [
     "field_help",
@@ -87,7 +87,7 @@ def merge_arrays(arrays: Sequence[np.ndarray], names: Sequence[str]) -> np.ndarr
     ``names`` name the arrays in error messages.
     """
     if not arrays:
-        raise ValueError("nothing to merge")
+        raise InvalidRequest("merge_arrays: nothing to merge (no arrays given)")
     n = len(arrays[0])
     for a, name in zip(arrays[1:], names[1:], strict=True):
         if len(a) != n:

@@ -1,8 +1,10 @@
 """The errors of strata's processing layer.
 
 Every error derives from :class:`PipelineError` and from the builtin a caller would naturally
-catch: ``KeyError`` for a data type nobody provides, ``ValueError`` for a bad option value or
-bad plugin output, ``TypeError`` for an option of the wrong type or a malformed plugin class.
+catch: ``KeyError`` for a data type nobody provides, ``ValueError`` for a bad option value, bad
+plugin output or a request that cannot be met (``save=`` of a type that is never saved, unknown
+fields, a malformed superrun definition), ``TypeError`` for an option of the wrong type or a
+malformed plugin class, ``RuntimeError`` for a cluster that cannot run strata's tasks.
 Messages name the plugin, run, option or partition involved and say what to do.
 """
 
@@ -14,6 +16,8 @@ __all__ = [
     "ClusterError",
     "CreationForbidden",
     "IncompatibleTargets",
+    "InvalidRequest",
+    "InvalidRunDefinition",
     "NoUsableWorkers",
     "OptionError",
     "OptionTypeError",
@@ -61,7 +65,19 @@ class IncompatibleTargets(PipelineError, ValueError):
     """Targets requested together cannot be merged (different data kinds or row counts)."""
 
 
-class ClusterError(PipelineError):
+class InvalidRequest(PipelineError, ValueError):
+    """A call asks for something that cannot be done as asked: no run id, unknown fields,
+    ``save=`` naming a data type that is never saved, an unknown storage kind, ...
+    """
+
+
+class InvalidRunDefinition(InvalidRequest):
+    """A superrun definition (given to ``Context.define_run`` or read from a run document) is
+    malformed: a bad name, subrun or time range, or subruns that overlap in time.
+    """
+
+
+class ClusterError(PipelineError, RuntimeError):
     """A Dask cluster cannot run strata's tasks (its scheduler cannot import strata, ...)."""
 
 

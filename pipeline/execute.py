@@ -24,6 +24,7 @@ from typing import Any
 from strata.storage.commit import lease_heartbeat
 
 from .build import SaveTask
+from .errors import ClusterError
 
 __all__ = ["Progress", "active_client", "run_graph"]
 
@@ -197,5 +198,7 @@ def _run_distributed(
     if failed:
         _abort_uncommitted(save_tasks)
         failed[0].result()  # raises the task's exception
-        raise RuntimeError(f"{failed[0].key} ended with status {failed[0].status}")
+        raise ClusterError(
+            f"task {failed[0].key} ended with status {failed[0].status!r} without an error"
+        )
     return list(client.gather(main))

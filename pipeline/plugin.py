@@ -26,8 +26,14 @@ The Context instantiates plugins with resolved options (see :mod:`pipeline.optio
 
 from __future__ import annotations
 
+import ast
 import enum
+import functools
 import inspect
+import math
+import textwrap
+import types
+import weakref
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any, ClassVar
@@ -35,14 +41,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from strata.storage import InvalidKey
-from strata.storage.keys import normalize, validate_data_type
+from strata.storage.keys import lineage_hash, normalize, validate_data_type
 from strata.storage.records import check_dtype, check_partition
 
 from .dtypes import field_help, strip_titles
 from .errors import OptionError, PluginDefinitionError, PluginOutputError
 from .options import Option
 
-__all__ = ["Plugin", "SaveWhen", "as_tuple", "plugins_in"]
+__all__ = ["AUTO_VERSION_PREFIX", "Plugin", "SaveWhen", "as_tuple", "auto_version", "plugins_in"]
 
 
 class SaveWhen(enum.IntEnum):
@@ -75,6 +81,7 @@ _RESERVED = frozenset(
         "setup",
         "infer_dtype",
         "takes_config",
+        "allow_superrun",
     }
 )
 
@@ -98,7 +105,8 @@ class Plugin:
     depends_on
         The data type(s) ``compute`` receives, by name.
     version
-        Part of the lineage: bump it when the algorithm changes.
+        Part of the lineage: bump it when the algorithm changes. ``None`` means a version
+        derived from the plugin's code (see :meth:`resolved_version`): ``"auto_<hash>"``.
     dtype
         The record dtype of the output (a numpy dtype or its description; field titles are
         help text), or a dict of them per output. Override :meth:`infer_dtype` for a dtype that
@@ -108,6 +116,10 @@ class Plugin:
         to the output's own name; a dict per output for several outputs.
     save_when
         A :class:`SaveWhen`, or a dict of them per output. Default ``ALWAYS``.
+    allow_superrun
+        Whether the plugin computes a superrun from the superrun's (concatenated) inputs, as a
+        whole (strax's ``allow_superrun``). If false, the data of a superrun is the time-ordered
+        concatenation of its subruns' data. Source plugins cannot allow superruns.
     takes_config
         ``{name: Option}`` of this class (filled in automatically from its :class:`Option`
         attributes, including inherited ones).
@@ -127,10 +139,11 @@ class Plugin:
 
     provides: ClassVar[str | tuple[str, ...]] = ()
     depends_on: ClassVar[str | tuple[str, ...]] = ()
-    version: ClassVar[str] = "0.0.0"
+    version: ClassVar[str | None] = "0.0.0"
     dtype: ClassVar[Any] = None
     data_kind: ClassVar[str | Mapping[str, str] | None] = None
     save_when: ClassVar[SaveWhen | Mapping[str, SaveWhen]] = SaveWhen.ALWAYS
+    allow_superrun: ClassVar[bool] = False
     takes_config: ClassVar[dict[str, Option]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -222,6 +235,15 @@ class Plugin:
         return len(cls.outputs()) > 1
 
     @classmethod
+    def resolved_version(cls) -> str:
+        """The version that enters the lineage: :attr:`version` as a string, or for
+        ``version = None`` an automatic one, ``"auto_<hash>"`` (see :func:`auto_version`).
+        """
+        if cls.version is None:
+            return auto_version(cls)
+        return str(cls.version)
+
+    @classmethod
     def kind_of(cls, output: str) -> str:
         """The data kind of ``output``."""
         kind = cls.data_kind
@@ -259,8 +281,22 @@ class Plugin:
             raise PluginDefinitionError(f"{name} depends on what it provides: {sorted(clash)}")
         if {"start", "end"} & set(cls.dependencies()):
             raise PluginDefinitionError(f"{name}: 'start' and 'end' cannot be data type names")
-        if not isinstance(cls.version, (str, int)) or isinstance(cls.version, bool):
-            raise PluginDefinitionError(f"{name}.version must be a string, got {cls.version!r}")
+        if cls.version is not None and (
+            not isinstance(cls.version, (str, int)) or isinstance(cls.version, bool)
+        ):
+            raise PluginDefinitionError(
+                f"{name}.version must be a string (or None for an automatic version), "
+                f"got {cls.version!r}"
+            )
+        if not isinstance(cls.allow_superrun, bool):
+            raise PluginDefinitionError(
+                f"{name}.allow_superrun must be True or False, got {cls.allow_superrun!r}"
+            )
+        if cls.allow_superrun and cls.is_source():
+            raise PluginDefinitionError(
+                f"{name} has no dependencies, so it cannot allow superruns: a superrun's "
+                "source data is its subruns' data (set allow_superrun = False)"
+            )
         for attr in ("dtype", "data_kind", "save_when"):
             value = getattr(cls, attr)
             if isinstance(value, Mapping):
@@ -285,6 +321,8 @@ class Plugin:
             raise PluginDefinitionError(f"{name} declares no dtype: set dtype or infer_dtype()")
         if cls.compute is Plugin.compute:
             raise PluginDefinitionError(f"{name} does not define compute()")
+        if cls.version is None:
+            auto_version(cls)  # unreadable source or unstable attributes: say so now
         if cls.is_source() and cls.partitions is Plugin.partitions:
             raise PluginDefinitionError(
                 f"{name} has no dependencies, so it must define partitions(self, run_id)"
@@ -422,6 +460,130 @@ class Plugin:
             return check_partition(data, expected, start, end, what)
         except ValueError as e:
             raise PluginOutputError(str(e)) from None
+
+
+# -- automatic versions ---------------------------------------------------------------------
+AUTO_VERSION_PREFIX = "auto_"
+"""Automatic versions are ``"auto_"`` plus a short hash (see :func:`auto_version`)."""
+
+_NOT_FINGERPRINTED = frozenset({"version", "takes_config"})
+_AUTO_VERSIONS: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
+"""A cache: the source of a class is read once per process (a file edited after its module
+was imported does not change the version of the class already running)."""
+
+
+def auto_version(cls: type[Plugin]) -> str:
+    """The automatic version of a plugin class with ``version = None``: ``"auto_<hash>"``.
+
+    The hash covers every attribute the class has, its own and inherited ones, except
+    :class:`Plugin`'s own machinery, dunder attributes, ``version`` and the options (whose
+    tracked values enter the lineage anyway): methods by their code, other attributes by value
+    (``provides``, ``depends_on``, ``dtype``, ``save_when``, constants, ...).
+
+    What changes it: any change of the code of a method (including its decorators and
+    default arguments) or of an attribute value; a method or attribute added or removed.
+    What does not: comments, docstrings, blank lines and formatting (code is compared as
+    :func:`ast.unparse` renders its syntax tree); the class being redefined or subclassed
+    with nothing changed; the file moving. Not covered: code *outside* the class that its
+    methods call (helper functions, imported modules) -- bump an explicit version for
+    those. The hash is the same in every process and machine for the same source; a
+    different Python minor version may, rarely, render the same code differently, so keep
+    explicit versions for data meant to last.
+
+    Raises ``PluginDefinitionError`` if the source of a method cannot be read (a class
+    typed into an interactive interpreter) or an attribute has no stable representation.
+    """
+    cached = _AUTO_VERSIONS.get(cls)
+    if cached is not None:
+        return cached
+    parts: dict[str, Any] = {}
+    for name in sorted(dir(cls)):
+        if name.startswith("__") or name in _NOT_FINGERPRINTED:
+            continue
+        obj = inspect.getattr_static(cls, name)
+        if isinstance(obj, Option) or inspect.getattr_static(Plugin, name, _ABSENT) is obj:
+            continue
+        parts[name] = _fingerprint(obj, f"{cls.__name__}.{name}")
+    version = AUTO_VERSION_PREFIX + lineage_hash({"attributes": parts})
+    _AUTO_VERSIONS[cls] = version
+    return version
+
+
+_ABSENT = object()
+
+
+def _fingerprint(obj: Any, where: str) -> Any:
+    """A JSON-able, process-independent description of a class attribute."""
+    if isinstance(obj, (staticmethod, classmethod)):
+        return {"method": _fingerprint(obj.__func__, where)}
+    if isinstance(obj, property):
+        return {"property": [_fingerprint(f, where) for f in (obj.fget, obj.fset, obj.fdel)]}
+    if isinstance(obj, functools.cached_property):
+        return {"cached_property": _fingerprint(obj.func, where)}
+    if isinstance(obj, functools.partial):
+        return {
+            "partial": _fingerprint(obj.func, where),
+            "args": _fingerprint(list(obj.args), where),
+            "keywords": _fingerprint(dict(obj.keywords), where),
+        }
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        if isinstance(obj, float) and not math.isfinite(obj):
+            return {"float": repr(obj)}
+        return normalize(obj, where)
+    if isinstance(obj, (types.FunctionType, types.MethodType)):
+        return {"code": _code_of(obj, where)}
+    if isinstance(obj, enum.Enum):
+        return f"{type(obj).__qualname__}.{obj.name}"
+    if isinstance(obj, type):
+        return {"class": f"{obj.__module__}.{obj.__qualname__}"}
+    if isinstance(obj, np.dtype):
+        return {"dtype": repr(obj.descr)}
+    if isinstance(obj, Mapping):
+        return {"mapping": [[str(k), _fingerprint(v, where)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        if obj and all(isinstance(x, tuple) for x in obj):
+            try:  # a dtype description: [("time", np.int64), ...]
+                return {"dtype": repr(np.dtype(list(obj)).descr)}
+            except (TypeError, ValueError):
+                pass
+        return [_fingerprint(v, where) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return {"array": repr(np.asarray(obj).tolist()), "dtype": str(np.asarray(obj).dtype)}
+    text = repr(obj)
+    if " at 0x" in text or "object at" in text:
+        raise PluginDefinitionError(
+            f"{where} = {text} has no stable representation, so no automatic version can be "
+            "derived from it (version = None): set an explicit version, or make it a plain value"
+        )
+    return {"repr": text}
+
+
+def _code_of(fn: Any, where: str) -> str:
+    """The code of ``fn`` without comments, docstrings and formatting."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError) as e:
+        raise PluginDefinitionError(
+            f"cannot read the source of {where} for an automatic version (version = None): "
+            f"{e}; a class defined where Python keeps no source (an interactive interpreter) "
+            "needs an explicit version"
+        ) from None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # a lambda in the middle of an expression: its line as written
+        return " ".join(source.split())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module))
+            and isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
 
 
 def _check_output_dtype(plugin: str, output: str, dtype: Any) -> np.dtype[Any]:

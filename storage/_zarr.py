@@ -36,6 +36,7 @@ __all__ = [
     "group_metadata",
     "has_crc32c",
     "metadata_buffers",
+    "node_document",
     "metadata_from_dict",
     "object_crc32c",
     "put_bytes",
@@ -203,6 +204,13 @@ def metadata_buffers(meta: Any) -> dict[str, Any]:
     from zarr.core.buffer import default_buffer_prototype
 
     return dict(meta.to_buffer_dict(default_buffer_prototype()))
+
+
+def node_document(meta: Any) -> dict[str, Any]:
+    """The ``zarr.json`` of a node's metadata as a JSON object (what zarr would write)."""
+    raw = metadata_buffers(meta)["zarr.json"].to_bytes()
+    doc: dict[str, Any] = json.loads(raw)
+    return doc
 
 
 async def put_bytes(store: Any, key: str, data: bytes) -> None:

@@ -2,7 +2,8 @@
 
 This module is the one place that decides both, for every saver, on threads and on clusters:
 
-- **A new key** is committed by creating its manifest *exclusively* (local disk: a temporary
+- **A new key** is committed by creating its commit document (the key's ``zarr.json``,
+  holding the manifest: :mod:`strata.storage.layout`) *exclusively* (local disk: a temporary
   file hard-linked into place; S3: ``If-None-Match: *``; SFTP: a rename that never replaces).
   Of two savers of one key exactly one succeeds.
 - **An overwrite** replaces the manifest atomically (readers see the old or the new one).
@@ -28,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -38,6 +40,7 @@ from .manifest import Manifest
 
 __all__ = [
     "LEASE_INTERVAL",
+    "SCHEMA_CHECK_ENV",
     "AttemptMissing",
     "CommitResult",
     "LostRace",
@@ -46,6 +49,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+SCHEMA_CHECK_ENV = "STRATA_CHECK_SCHEMA"
+"""When set (the test suite sets it), every commit document is validated against the published
+JSON Schema before it is written (needs ``jsonschema``)."""
 
 LEASE_INTERVAL = 60.0
 """Seconds between lease renewals while a save computes (gc's default min-age is an hour)."""
@@ -81,6 +88,7 @@ def commit_manifest(
     fs: Any,
     path: str,
     manifest: Manifest,
+    document: bytes,
     *,
     overwrite: bool,
     read_committed: Callable[[], Manifest],
@@ -94,6 +102,8 @@ def commit_manifest(
         The filesystem and path of the manifest.
     manifest
         The manifest to commit.
+    document
+        Its commit document (:meth:`Manifest.to_document`): the bytes written to ``path``.
     overwrite
         Replace a committed manifest (atomically) instead of creating it exclusively.
     read_committed
@@ -112,7 +122,11 @@ def commit_manifest(
         Another saver committed first and ``policy`` is ``RAISE``.
 
     """
-    raw = manifest.to_bytes()
+    raw = document
+    if os.environ.get(SCHEMA_CHECK_ENV):
+        from .schema import validate_commit
+
+        validate_commit(raw)
     if overwrite:
         atomic_write(fs, path, raw)
         return CommitResult.COMMITTED, manifest
@@ -154,10 +168,11 @@ def lease_heartbeat(savers: Sequence[Any], interval: float = LEASE_INTERVAL) -> 
     if not savers:
         yield
         return
-    stop = threading.Event()
+    stop, ticked = threading.Event(), threading.Event()
 
     def beat() -> None:
         while not stop.wait(interval):
+            ticked.set()
             for s in savers:
                 try:
                     s.touch_lease()
@@ -171,3 +186,6 @@ def lease_heartbeat(savers: Sequence[Any], interval: float = LEASE_INTERVAL) -> 
     finally:
         stop.set()
         thread.join()
+        if ticked.is_set():  # a renewal may have raced a commit: no lease on a committed attempt
+            for s in savers:
+                s.release_lease()

@@ -67,6 +67,7 @@ INSTALL_HINTS: Mapping[str, str] = MappingProxyType(
         "sqlite": "pip install 'strata-lineage[sql]' (SQLAlchemy)",
         "postgresql": "pip install 'strata-lineage[sql]' (SQLAlchemy, psycopg)",
         "postgres": "pip install 'strata-lineage[sql]' (SQLAlchemy, psycopg)",
+        "strax": "pip install 'strata-lineage[strax]' (zstandard, lz4)",
     }
 )
 """URL scheme -> the command that installs what it needs: the one table of install hints."""

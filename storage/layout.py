@@ -3,10 +3,19 @@
 Under the root of a store (a local directory, an S3 prefix, an SSH path)::
 
     runs/<run_id>.json                                 run-level metadata
-    data/<run_id>/<data_type>-<hash>/manifest.json     written last: the commit
+    data/<run_id>/<data_type>-<hash>/zarr.json         written last: the commit (a Zarr group)
     data/<run_id>/<data_type>-<hash>/<attempt>/        the Zarr v3 group of one save attempt
-        strata.lease                                   renewed while the save runs (gc reads it)
+        strata.lease                                   marker: not (yet) committed; gc reads it
+        strata.superseded                              marker: an overwrite replaced it
         <segment>/<field>                              one array per field
+
+The key's ``zarr.json`` is the commit: a Zarr v3 group created exclusively, last, whose
+``attributes.strata`` is the manifest (:mod:`strata.storage.manifest`) and whose consolidated
+metadata lists exactly the committed attempt, its segments and their arrays. A Zarr reader
+that opens the key therefore sees the committed data only; attempts of failed, running or
+superseded saves sit beside it as folders no commit names, each with a marker file (the lease
+of a save that has not committed, removed once it commits; ``strata.superseded`` once an
+overwrite replaced it). Keys committed before format v3 have ``manifest.json`` instead.
     objects/<key>.json                                 a stored object's document
     objects/<key>/<object attempt>/...                 its ancillary files
     objects/_index/<class>/<v1>/.../<key>.json         index entries of stored objects
@@ -20,8 +29,8 @@ documents, which are never trusted: a bad one raises :class:`~strata.storage.err
 :class:`Layout` then joins checked names below its root, so no path it builds can leave the root.
 
 >>> lay = Layout("/data/strata")
->>> lay.manifest("run_1/peaks-abcdefghijkl")
-'/data/strata/data/run_1/peaks-abcdefghijkl/manifest.json'
+>>> lay.commit("run_1/peaks-abcdefghijkl")
+'/data/strata/data/run_1/peaks-abcdefghijkl/zarr.json'
 >>> parse_backend_key("run_1/peaks-abcdefghijkl")
 ('run_1', 'peaks', 'abcdefghijkl')
 >>> is_attempt("a20260101T000000000000Z_0123456789ab")
@@ -43,8 +52,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATA",
+    "COMMIT",
     "INDEX",
+    "LEASE",
     "MANIFEST",
+    "SUPERSEDED",
     "OBJECTS",
     "RUNS",
     "Layout",
@@ -68,8 +80,11 @@ DATA = "data"
 RUNS = "runs"
 OBJECTS = "objects"
 INDEX = "_index"
+COMMIT = "zarr.json"
 MANIFEST = "manifest.json"
+"""The commit of keys written before format v3 (still read)."""
 LEASE = "strata.lease"
+SUPERSEDED = "strata.superseded"
 RUN_SUFFIX = ".json"
 
 _TS = r"(\d{8}T\d{12})Z_[0-9a-f]{12}"
@@ -83,7 +98,7 @@ _TS_FORMAT = "%Y%m%dT%H%M%S%f"
 
 # Names a field may not have: they are Zarr's own ("zarr.json", "c" holds chunks) or would
 # hide in listings.
-_RESERVED_FIELDS = frozenset({"zarr.json", "c", "manifest.json"})
+_RESERVED_FIELDS = frozenset({"zarr.json", "c", "manifest.json", LEASE, SUPERSEDED})
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -285,8 +300,12 @@ class Layout:
         parse_backend_key(bk)
         return self.path(DATA, bk)
 
-    def manifest(self, bk: str) -> str:
-        """The manifest of a key: its commit."""
+    def commit(self, bk: str) -> str:
+        """The commit document of a key: its Zarr group's ``zarr.json``."""
+        return f"{self.key_dir(bk)}/{COMMIT}"
+
+    def legacy_manifest(self, bk: str) -> str:
+        """The ``manifest.json`` of a key committed before format v3."""
         return f"{self.key_dir(bk)}/{MANIFEST}"
 
     def attempt_prefix(self, bk: str, attempt: str, where: str | None = None) -> str:
@@ -301,6 +320,10 @@ class Layout:
     def lease(self, bk: str, attempt: str) -> str:
         """The lease of a save attempt (its writer renews it; gc reads its age)."""
         return f"{self.attempt_dir(bk, attempt)}/{LEASE}"
+
+    def superseded(self, bk: str, attempt: str) -> str:
+        """The marker an overwrite leaves in the attempt it replaced."""
+        return f"{self.attempt_dir(bk, attempt)}/{SUPERSEDED}"
 
     def segment_prefix(self, bk: str, attempt: str, segment: str, where: str | None = None) -> str:
         """The Zarr-store key of a segment group."""

@@ -1,9 +1,16 @@
 """The manifest: the one document that makes a save visible.
 
-A key is committed exactly when its ``manifest.json`` exists. The manifest names the attempt
-(the Zarr group) whose segments it commits and says how to read every array without listing
-anything or reading any Zarr metadata: dtype, codecs, chunking, and the partition table. It
-carries a sha256 of its own canonical content, so a truncated or edited manifest is refused.
+A key is committed exactly when its commit document exists: the key's own ``zarr.json``
+(format v3), a Zarr v3 group whose ``attributes.strata`` is the manifest and whose consolidated
+metadata lists exactly the committed arrays, so plain Zarr readers open the key and see the
+commit (:mod:`strata.storage.layout` has the layout). Keys committed by strata before format v3
+have a ``manifest.json`` instead (formats v1 and v2), which still reads.
+
+The manifest names the attempt (the Zarr group) whose segments it commits and says how to read
+every array without listing anything or reading any other Zarr metadata: dtype, codecs,
+chunking, and the partition table. Its checksum (:func:`seal`) makes a truncated or edited
+commit document fail: ``checksum`` is ``sha256:`` followed by the lowercase hex SHA-256 of the
+file's bytes with those 64 hex digits replaced by ``0`` characters.
 
 Committed means complete: the manifest lists every object of the commit with its size and
 crc32c (:class:`Digest`) — each chunk of each array of each segment, in chunk order, and the
@@ -20,6 +27,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -32,6 +40,7 @@ from .keys import DataKey, canonical_json
 from .records import dtype_from_json
 
 __all__ = [
+    "CHECKSUM_PLACEHOLDER",
     "FORMAT",
     "INT64_MAX",
     "INT64_MIN",
@@ -41,13 +50,20 @@ __all__ = [
     "Partition",
     "Segment",
     "now_iso",
+    "seal",
+    "unseal",
 ]
 
-FORMAT = "strata.manifest.v2"
-FORMATS_READ = ("strata.manifest.v1", FORMAT)
-"""Formats this version reads (v1 manifests carry no object digests)."""
+FORMAT = "strata.manifest.v3"
+LEGACY_FORMATS = ("strata.manifest.v1", "strata.manifest.v2")
+"""Formats of ``manifest.json`` files this version reads (v1 carries no object digests)."""
+FORMATS_READ = (*LEGACY_FORMATS, FORMAT)
+"""Every format this version reads."""
 PARTITION_COLUMNS = ["start", "end", "rows", "nbytes", "segment", "offset"]
-"""The columns of a row of the partition table, as the manifest also states them."""
+"""The columns of the partition table (v3: one list per column; v2: rows in this order)."""
+CHECKSUM_PLACEHOLDER = "sha256:" + "0" * 64
+"""The ``checksum`` value while the commit document's SHA-256 is computed (:func:`seal`)."""
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -77,13 +93,9 @@ class Partition:
     segment: str | None  # None for an empty partition
     offset: int  # first row within the segment
 
-    def to_json(self) -> list[Any]:
-        """Compact JSON row (columns :data:`PARTITION_COLUMNS`)."""
-        return [self.start, self.end, self.rows, self.nbytes, self.segment, self.offset]
-
     @classmethod
     def from_json(cls, row: list[Any]) -> Partition:
-        """Inverse of :meth:`to_json`."""
+        """A partition from its values in the order of :data:`PARTITION_COLUMNS`."""
         start, end, rows, nbytes, segment, offset = row
         if segment is not None and not isinstance(segment, str):
             raise ValueError(f"partition segment {segment!r} is not a name")
@@ -110,18 +122,33 @@ class Segment:
         return math.ceil(self.rows / max(1, self.chunk_rows[field_name]))
 
     def to_json(self) -> dict[str, Any]:
-        """JSON form: chunk digests as one flat ``[size, crc, size, crc, ...]`` list per field."""
+        """JSON form (v3): per field, the chunks' sizes and crc32c as two lists."""
         return {
             "name": self.name,
             "rows": self.rows,
             "chunk_rows": self.chunk_rows,
-            "chunks": {f: [v for d in ds for v in d] for f, ds in self.chunks.items()},
-            "metadata": {k: list(d) for k, d in self.metadata.items()},
+            "chunks": {
+                f: {"size": [d.size for d in ds], "crc32c": [d.crc32c for d in ds]}
+                for f, ds in self.chunks.items()
+            },
+            "metadata": {k: _digest_json(d) for k, d in self.metadata.items()},
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Segment:
         """Inverse of :meth:`to_json`."""
+        chunks = {}
+        for f, cols in d["chunks"].items():
+            sizes, crcs = cols["size"], cols["crc32c"]
+            if not isinstance(sizes, list) or not isinstance(crcs, list):
+                raise ValueError(f"chunk digests of field {f!r} are not two lists")
+            chunks[str(f)] = [Digest(_int(a), _int(b)) for a, b in zip(sizes, crcs, strict=True)]
+        meta = {str(k): _digest_from_json(v) for k, v in d["metadata"].items()}
+        return cls(str(d["name"]), _int(d["rows"]), _chunk_rows(d), chunks, meta)
+
+    @classmethod
+    def from_legacy_json(cls, d: dict[str, Any]) -> Segment:
+        """A segment of a format v1/v2 manifest (v2: flat ``[size, crc, ...]`` per field)."""
         chunks = {}
         for f, flat in (d.get("chunks") or {}).items():
             if not isinstance(flat, list) or len(flat) % 2:
@@ -129,13 +156,26 @@ class Segment:
             pairs = zip(flat[::2], flat[1::2], strict=True)
             chunks[str(f)] = [Digest(int(a), int(b)) for a, b in pairs]
         meta = {str(k): Digest(int(v[0]), int(v[1])) for k, v in (d.get("metadata") or {}).items()}
-        return cls(
-            str(d["name"]),
-            int(d["rows"]),
-            {str(k): int(v) for k, v in d["chunk_rows"].items()},
-            chunks,
-            meta,
-        )
+        return cls(str(d["name"]), int(d["rows"]), _chunk_rows(d), chunks, meta)
+
+
+def _int(v: object) -> int:
+    """An integer from JSON (not a bool, a float or a string)."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{v!r} is not an integer")
+    return v
+
+
+def _chunk_rows(d: dict[str, Any]) -> dict[str, int]:
+    return {str(k): int(v) for k, v in d["chunk_rows"].items()}
+
+
+def _digest_json(d: Digest | None) -> dict[str, int] | None:
+    return None if d is None else {"size": d.size, "crc32c": d.crc32c}
+
+
+def _digest_from_json(v: Any) -> Digest:
+    return Digest(_int(v["size"]), _int(v["crc32c"]))
 
 
 @dataclass(frozen=True)
@@ -194,16 +234,22 @@ class Manifest:
         raise DataCorrupted(f"manifest of {self.key} names unknown segment {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form, with its checksum."""
-        body = {
+        """The format v3 manifest (labelled fields; no checksum: :func:`seal` adds it)."""
+        return {
             "format": FORMAT,
             "key": self.key.to_dict(),
             "lineage_hash": self.key.lineage_hash,
-            "dtype": self.dtype,
+            "dtype": [{"name": n, "dtype": b, "shape": list(sh)} for n, b, sh in self.dtype],
             "arrays": self.arrays,
             "attempt": self.attempt,
-            "partition_columns": PARTITION_COLUMNS,
-            "partitions": [p.to_json() for p in self.partitions],
+            "partitions": {
+                "start": [p.start for p in self.partitions],
+                "end": [p.end for p in self.partitions],
+                "rows": [p.rows for p in self.partitions],
+                "nbytes": [p.nbytes for p in self.partitions],
+                "segment": [p.segment for p in self.partitions],
+                "offset": [p.offset for p in self.partitions],
+            },
             "segments": [s.to_json() for s in self.segments],
             "rows": self.rows,
             "nbytes": self.nbytes,
@@ -211,51 +257,93 @@ class Manifest:
             "writing_ended": self.writing_ended,
             "metadata": self.metadata,
             "strata_version": self.strata_version,
-            "attempt_metadata": list(self.attempt_metadata) if self.attempt_metadata else None,
+            "attempt_metadata": _digest_json(self.attempt_metadata),
         }
-        body["checksum"] = _checksum(body)
-        return body
 
-    def to_bytes(self) -> bytes:
-        """Compact JSON bytes, ready to write (small enough for one GET at 100,000 chunks)."""
-        return json.dumps(
-            self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False
-        ).encode()
+    def to_document(self, consolidated: dict[str, Any]) -> bytes:
+        """The commit document: the key's Zarr v3 group ``zarr.json``, with this manifest as
+        ``attributes.strata`` and ``consolidated`` (path below the key -> Zarr metadata of
+        every committed node) as its inline consolidated metadata; sealed (:func:`seal`).
+        """
+        doc = {
+            "zarr_format": 3,
+            "node_type": "group",
+            "attributes": {"strata": {**self.to_dict(), "checksum": CHECKSUM_PLACEHOLDER}},
+            "consolidated_metadata": {
+                "kind": "inline",
+                "must_understand": False,
+                "metadata": consolidated,
+            },
+        }
+        return seal(doc)
 
     @classmethod
     def from_bytes(cls, raw: bytes, where: str) -> Manifest:
-        """Parse and verify a manifest; raise ``DataCorrupted`` naming ``where`` if it is bad."""
+        """Parse and verify a commit document (format v3 ``zarr.json``) or a ``manifest.json``
+        of formats v1/v2; raise ``DataCorrupted`` naming ``where`` if it is bad.
+        """
         d = load_document(raw, f"manifest {where}", max_bytes=MAX_MANIFEST_BYTES)
-        if not isinstance(d, dict) or d.get("format") not in FORMATS_READ:
-            raise DataCorrupted(f"manifest {where} is not a {FORMAT} document")
-        stored = d.pop("checksum", None)
-        if stored != _checksum(d):
-            raise DataCorrupted(
-                f"manifest {where} fails its checksum: it was edited or damaged after commit"
-            )
+        if isinstance(d, dict) and "zarr_format" in d:
+            attrs = d.get("attributes")
+            body = attrs.get("strata") if isinstance(attrs, dict) else None
+            if not isinstance(body, dict) or body.get("format") != FORMAT:
+                raise DataCorrupted(f"{where} is a Zarr node but not a strata commit ({FORMAT})")
+            if not unseal(raw, body.get("checksum")):
+                raise DataCorrupted(
+                    f"manifest {where} fails its checksum: it was edited or damaged after commit"
+                )
+            m = cls._parse(body, where, v3=True)
+        else:
+            if not isinstance(d, dict) or d.get("format") not in LEGACY_FORMATS:
+                raise DataCorrupted(f"manifest {where} is not a {FORMAT} document")
+            stored = d.pop("checksum", None)
+            if stored != legacy_checksum(d):
+                raise DataCorrupted(
+                    f"manifest {where} fails its checksum: it was edited or damaged after commit"
+                )
+            m = cls._parse(d, where, v3=False)
+        m.check(f"manifest {where}")
+        return m
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any], where: str, v3: bool) -> Manifest:
         try:
             key = DataKey.from_dict(d["key"])
-            am = d.get("attempt_metadata")
+            if v3:
+                dtype = [[f["name"], f["dtype"], f["shape"]] for f in d["dtype"]]
+                cols = d["partitions"]
+                table = zip(*(cols[c] for c in PARTITION_COLUMNS), strict=True)
+                partitions = [Partition.from_json(list(row)) for row in table]
+                segments = [Segment.from_json(s) for s in d["segments"]]
+                am = d.get("attempt_metadata")
+                attempt_metadata = _digest_from_json(am) if am is not None else None
+            else:
+                dtype = d["dtype"]
+                partitions = [Partition.from_json(p) for p in d["partitions"]]
+                segments = [Segment.from_legacy_json(s) for s in d["segments"]]
+                am = d.get("attempt_metadata")
+                attempt_metadata = Digest(int(am[0]), int(am[1])) if am else None
             m = cls(
                 key=key,
-                dtype=d["dtype"],
+                dtype=dtype,
                 arrays=d["arrays"],
                 attempt=str(d["attempt"]),
-                partitions=[Partition.from_json(p) for p in d["partitions"]],
-                segments=[Segment.from_json(s) for s in d["segments"]],
+                partitions=partitions,
+                segments=segments,
                 writing_started=str(d["writing_started"]),
                 writing_ended=str(d["writing_ended"]),
                 metadata=d.get("metadata") or {},
                 strata_version=str(d.get("strata_version", "")),
-                attempt_metadata=Digest(int(am[0]), int(am[1])) if am else None,
+                attempt_metadata=attempt_metadata,
                 format=str(d["format"]),
             )
+            if not isinstance(m.arrays, dict) or not isinstance(m.metadata, dict):
+                raise TypeError("arrays and metadata must be objects")
             m.np_dtype  # noqa: B018 - validates the dtype description
         except (KeyError, TypeError, ValueError, IndexError, InvalidKey) as e:
             raise DataCorrupted(f"manifest {where} is malformed: {e!r}") from e
         if d.get("lineage_hash") != key.lineage_hash:
             raise DataCorrupted(f"manifest {where}: lineage hash does not match its lineage")
-        m.check(f"manifest {where}")
         return m
 
     def check(self, where: str) -> None:
@@ -280,7 +368,9 @@ class Manifest:
             if seg.name in segments:
                 raise bad(f"segment {seg.name} is listed twice")
             segments[seg.name] = seg
-            if seg.rows <= 0 or set(seg.chunk_rows) != set(names):
+            # a segment of 0 rows is the zero-length arrays of an empty data type, alone
+            empty_ok = seg.rows == 0 and len(self.segments) == 1 and self.format == FORMAT
+            if (seg.rows <= 0 and not empty_ok) or set(seg.chunk_rows) != set(names):
                 raise bad(f"segment {seg.name} has {seg.rows} rows or chunking of other fields")
             if any(n < 1 for n in seg.chunk_rows.values()):
                 raise bad(f"segment {seg.name} has a chunk of fewer than one row")
@@ -316,5 +406,35 @@ class Manifest:
                 raise bad(f"segment {name} has {seg.rows} rows, its partitions {filled[name]}")
 
 
-def _checksum(body: dict[str, Any]) -> str:
+def seal(doc: dict[str, Any]) -> bytes:
+    """Compact JSON bytes of ``doc``, whose one ``checksum`` is :data:`CHECKSUM_PLACEHOLDER`,
+    with the placeholder's zeros replaced by the SHA-256 of those bytes.
+    """
+    raw = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    zeros = CHECKSUM_PLACEHOLDER.encode()
+    if raw.count(zeros) != 1:
+        raise ValueError(f"the document must hold {CHECKSUM_PLACEHOLDER!r} exactly once")
+    digest = hashlib.sha256(raw).hexdigest()
+    return raw.replace(zeros, f"sha256:{digest}".encode())
+
+
+def unseal(raw: bytes, checksum: object) -> bool:
+    """Whether ``raw`` (a sealed document whose checksum field reads ``checksum``) is intact:
+    the SHA-256 of ``raw`` with the checksum's hex digits replaced by zeros is those digits.
+    """
+    if not isinstance(checksum, str) or not checksum.startswith("sha256:"):
+        return False
+    hexd = checksum[len("sha256:") :]
+    if not _HEX64.match(hexd):
+        return False
+    if raw.count(hexd.encode()) != 1:
+        return False
+    zeroed = raw.replace(hexd.encode(), b"0" * 64)
+    return hashlib.sha256(zeroed).hexdigest() == hexd
+
+
+def legacy_checksum(body: dict[str, Any]) -> str:
+    """The checksum of a format v1/v2 ``manifest.json``: sha256 of its canonical JSON without
+    the checksum (:func:`strata.storage.keys.canonical_json`).
+    """
     return "sha256:" + hashlib.sha256(canonical_json(body).encode()).hexdigest()

@@ -53,6 +53,7 @@ _frontends: LazyRegistry[FrontendFactory] = LazyRegistry(
         "sqlite": _SQL,
         "postgresql": _SQL,
         "postgres": _SQL,
+        "strax": "strata.storage.frontends.strax:StraxDirectoryFrontend",
     },
     group=ENTRY_POINT_GROUP,
 )

@@ -117,6 +117,9 @@ class Saver(ABC):
     def touch_lease(self) -> None:  # noqa: B027 - optional
         """Renew this save's lease, so gc knows it is alive (backends with leases override)."""
 
+    def release_lease(self) -> None:  # noqa: B027 - optional
+        """Remove this save's lease if it is committed (after a heartbeat); optional."""
+
     # -- shared logic ---------------------------------------------------------------------
     def _where(self, index: int, start: int, end: int) -> str:
         return f"{self.key} partition {index} [{start}, {end})"

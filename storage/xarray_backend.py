@@ -54,16 +54,17 @@ __all__ = ["StrataBackendEntrypoint", "split_key_url"]
 def split_key_url(url: str) -> tuple[str, str]:
     """Split the URL or path of a key directory into ``(root, backend key)``.
 
-    ``<root>/data/<run_id>/<data_type>-<hash>`` (a trailing ``/`` or ``/manifest.json`` is
-    allowed) gives ``(<root>, "<run_id>/<data_type>-<hash>")``; anything else raises
-    ``InvalidKey``.
+    ``<root>/data/<run_id>/<data_type>-<hash>`` (a trailing ``/``, ``/zarr.json`` or
+    ``/manifest.json`` is allowed) gives ``(<root>, "<run_id>/<data_type>-<hash>")``; anything
+    else raises ``InvalidKey``.
 
     >>> split_key_url("s3://bucket/strata/data/run_1/peaks-abcdefghijkl/")
     ('s3://bucket/strata', 'run_1/peaks-abcdefghijkl')
     """
     path = url.rstrip("/")
-    if path.endswith("/" + layout.MANIFEST):
-        path = path[: -len(layout.MANIFEST) - 1]
+    for name in (layout.COMMIT, layout.MANIFEST):
+        if path.endswith("/" + name):
+            path = path[: -len(name) - 1]
     parts = path.rsplit("/", 3)
     if len(parts) != 4 or parts[1] != layout.DATA:
         raise InvalidKey(

@@ -122,7 +122,8 @@ class BackendTests:
 
     def test_empty_partitions_store_only_their_entry(self, backend):
         key, _, m = self._save(backend, [0, 0, 0])
-        assert m.rows == 0 and m.segments == []
+        # an empty data type is zero-length arrays of every field: one segment of 0 rows
+        assert m.rows == 0 and [s.rows for s in m.segments] == [0]
         assert [p.rows for p in m.partitions] == [0, 0, 0]
         got = backend.loader(backend.backend_key(key)).to_numpy()
         assert len(got) == 0 and got.dtype == STRAX_DTYPE
@@ -135,7 +136,7 @@ class BackendTests:
             for p, (a, b) in zip(parts, intervals, strict=True):
                 s.save_partition(p, a, b)
         m1, m2 = (backend.get_metadata(backend.backend_key(k)) for k in (k1, k2))
-        assert [p.to_json() for p in m1.partitions] == [p.to_json() for p in m2.partitions]
+        assert m1.partitions == m2.partitions
         a1 = backend.loader(backend.backend_key(k1)).to_numpy()
         a2 = backend.loader(backend.backend_key(k2)).to_numpy()
         assert a1.tobytes() == a2.tobytes() == np.concatenate(parts).tobytes()

@@ -81,3 +81,71 @@ def two_worker_client():
         Client(cluster) as client,
     ):
         yield client
+
+
+# -- the commit document (a key's zarr.json), edited the way a forger would ------------------
+def commit_body(raw: bytes) -> dict:
+    """The manifest inside a commit document (``attributes.strata``), without its checksum."""
+    import json
+
+    body = dict(json.loads(raw)["attributes"]["strata"])
+    body.pop("checksum")
+    return body
+
+
+def reseal(raw: bytes, body: dict) -> bytes:
+    """``raw`` (a commit document) with its manifest replaced by ``body`` and the checksum
+    recomputed by the published rule: a forgery only the structure checks can catch.
+    """
+    import json
+
+    from strata.storage.manifest import CHECKSUM_PLACEHOLDER, seal
+
+    doc = json.loads(raw)
+    doc["attributes"]["strata"] = {**body, "checksum": CHECKSUM_PLACEHOLDER}
+    return seal(doc)
+
+
+def edit_commit(raw: bytes, edit) -> bytes:
+    """Apply ``edit`` to the manifest in a commit document and reseal it."""
+    body = commit_body(raw)
+    edit(body)
+    return reseal(raw, body)
+
+
+def legacy_manifest(raw: bytes, fmt: str = "strata.manifest.v2") -> bytes:
+    """A ``manifest.json`` of format v2 (or v1: no digests) with the content of a v3 commit
+    document, as strata before format v3 wrote it (positional rows, flat digests).
+    """
+    import json
+
+    from strata.storage.manifest import PARTITION_COLUMNS, legacy_checksum
+
+    b = commit_body(raw)
+    d = dict(b)
+    d["format"] = fmt
+    d["dtype"] = [[f["name"], f["dtype"], f["shape"]] for f in b["dtype"]]
+    cols = b["partitions"]
+    d["partitions"] = [list(r) for r in zip(*(cols[c] for c in PARTITION_COLUMNS), strict=True)]
+    segs = []
+    for s in b["segments"]:
+        s = dict(s)
+        if fmt == "strata.manifest.v1":
+            s.pop("chunks")
+            s.pop("metadata")
+        else:
+            s["chunks"] = {
+                f: [v for pair in zip(c["size"], c["crc32c"], strict=True) for v in pair]
+                for f, c in s["chunks"].items()
+            }
+            s["metadata"] = {k: [v["size"], v["crc32c"]] for k, v in s["metadata"].items()}
+        segs.append(s)
+    d["segments"] = segs
+    if fmt == "strata.manifest.v1":
+        d.pop("attempt_metadata")
+    else:
+        d["partition_columns"] = PARTITION_COLUMNS
+        am = b["attempt_metadata"]
+        d["attempt_metadata"] = [am["size"], am["crc32c"]]
+    d["checksum"] = legacy_checksum(d)
+    return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()

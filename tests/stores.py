@@ -33,12 +33,12 @@ class FsOutOfBand:
         return "/".join([self.root, "data", backend_key, *rest])
 
     def manifest(self, backend_key: str) -> bytes:
-        """The stored manifest of ``backend_key``."""
-        return bytes(self.fs.cat_file(self.path(backend_key, "manifest.json")))
+        """The stored commit document (the key's ``zarr.json``) of ``backend_key``."""
+        return bytes(self.fs.cat_file(self.path(backend_key, "zarr.json")))
 
     def put_manifest(self, backend_key: str, data: bytes) -> None:
-        """Replace the stored manifest of ``backend_key``."""
-        self.fs.pipe_file(self.path(backend_key, "manifest.json"), data)
+        """Replace the stored commit document of ``backend_key``."""
+        self.fs.pipe_file(self.path(backend_key, "zarr.json"), data)
 
 
 class URLStore:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import builtins
+import fnmatch
+import functools
+import logging
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import StorageBackend
@@ -20,11 +25,281 @@ from ..saver import Saver
 if TYPE_CHECKING:
     from ..backends.zarr.verify import KeyReport
 
-__all__ = ["Entry", "Location", "StorageFrontend"]
+__all__ = [
+    "PATTERN_TYPES",
+    "STORAGE_KINDS",
+    "Entry",
+    "Location",
+    "RunQuery",
+    "RunRecord",
+    "StorageFrontend",
+    "as_patterns",
+    "nearest_first",
+    "pattern_matches",
+    "project",
+    "validate_field_path",
+    "validate_storage_kind",
+]
+
+logger = logging.getLogger(__name__)
 
 
-def _rebuild(cls: type[StorageFrontend], kwargs: dict[str, Any]) -> StorageFrontend:
-    return cls(**kwargs)
+def _rebuild(
+    cls: type[StorageFrontend], kwargs: dict[str, Any], storage_kind: str | None = None
+) -> StorageFrontend:
+    fe = cls(**kwargs)
+    if storage_kind is not None:  # set after construction: any subclass keeps its kind
+        fe.storage_kind = storage_kind
+    return fe
+
+
+# -- storage kinds ------------------------------------------------------------------------
+STORAGE_KINDS: Mapping[str, int] = MappingProxyType(
+    {"memory": 0, "local": 1, "online": 2, "compressed": 3, "remote": 4, "tape": 10}
+)
+"""How far a frontend's data is, nearest first (strax's ``StorageType``): the name of each kind
+and its distance. ``memory``: in this process; ``local``: a disk of this machine or a cluster
+file system mounted here; ``online``: a catalog database (SQL) in front of its data;
+``compressed``: data that needs slow decoding first; ``remote``: fetched over the network from
+another host (S3, SSH, other fsspec protocols); ``tape``: slower than anything else."""
+
+
+def validate_storage_kind(kind: object) -> str:
+    """Return ``kind`` if it is one of :data:`STORAGE_KINDS`, else raise ``ValueError``."""
+    if not isinstance(kind, str) or kind not in STORAGE_KINDS:
+        raise ValueError(
+            f"invalid storage kind {kind!r}: must be one of {', '.join(map(repr, STORAGE_KINDS))} "
+            "(nearest first)"
+        )
+    return kind
+
+
+def nearest_first(frontends: Iterable[StorageFrontend]) -> builtins.list[StorageFrontend]:
+    """``frontends`` sorted by :attr:`StorageFrontend.distance`; the given order breaks ties
+    (the sort is stable).
+    """
+    return sorted(frontends, key=lambda fe: fe.distance)
+
+
+# -- run documents: fields, projections and queries ---------------------------------------
+PATTERN_TYPES = ("fnmatch", "re")
+"""How run-selection patterns match: ``fnmatch`` (shell wildcards ``*``, ``?``, ``[seq]``,
+``[!seq]``, case-sensitive, whole value) or ``re`` (Python regular expressions matched at the
+start of the value, as ``re.match``)."""
+
+_FIELD_PART = re.compile(r'^[^."\\\x00-\x1f]{1,255}\Z')
+_ABSENT = object()
+
+
+def validate_field_path(path: object) -> str:
+    """Return ``path`` if it is a dotted path into a run document (``"calibration.gains"``),
+    else raise ``ValueError``: non-empty keys separated by ``.``, without ``"``, backslashes
+    or control characters.
+    """
+    if isinstance(path, str) and all(_FIELD_PART.match(p) for p in path.split(".")):
+        return path
+    raise ValueError(
+        f"invalid run document field {path!r}: a dotted path of non-empty keys "
+        "(e.g. 'calibration.gains') without '\"', backslashes or control characters"
+    )
+
+
+def _get(doc: Any, path: str) -> Any:
+    """The value at dotted ``path`` in ``doc`` (through objects only), or ``_ABSENT``."""
+    node = doc
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+def project(doc: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+    """The part of ``doc`` at the dotted ``paths``, nested as in ``doc`` (MongoDB's projection):
+    ``project({"a": {"b": 1, "c": 2}, "d": 3}, ["a.b"]) == {"a": {"b": 1}}``. Paths that are
+    not in ``doc`` are left out.
+    """
+    out: dict[str, Any] = {}
+    for path in paths:
+        value = _get(doc, validate_field_path(path))
+        if value is _ABSENT:
+            continue
+        *parents, last = path.split(".")
+        node = out
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[last] = value
+    return out
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """A string as a 1-tuple, the strings of a list, else nothing."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(v for v in value if isinstance(v, str))
+    return ()
+
+
+def _tag_names(value: Any) -> tuple[str, ...]:
+    """Tag names of a ``tags`` value: strings, or objects with a string ``name`` (strax)."""
+    if not isinstance(value, list):
+        return ()
+    out = []
+    for t in value:
+        if isinstance(t, dict):
+            t = t.get("name")
+        if isinstance(t, str):
+            out.append(t)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def pattern_matches(pattern_type: str, pattern: str, value: str) -> bool:
+    """Whether ``value`` matches ``pattern`` (see :data:`PATTERN_TYPES`)."""
+    if pattern_type == "fnmatch":
+        return fnmatch.fnmatchcase(value, pattern)
+    return _compiled(pattern).match(value) is not None
+
+
+def as_patterns(value: object, what: str) -> tuple[str, ...]:
+    """``value`` as a tuple of strings: ``None`` is empty, a string is one; ``TypeError``
+    naming ``what`` for anything else than strings.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        out = tuple(value)
+        if all(isinstance(v, str) for v in out):
+            return out
+    raise TypeError(f"{what} must be a string or a list of strings, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as a run query returns it.
+
+    ``mode`` and ``tags`` are the strings of the document's ``mode`` (a string or a list of
+    them) and the names of its ``tags`` (strings, or objects with a ``name`` as strax writes
+    them); ``fields`` maps each requested dotted path to its value (``None`` where the
+    document has none). ``has_metadata`` is false for a run that has stored data but no run
+    document.
+    """
+
+    run_id: str
+    has_metadata: bool
+    mode: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_values(
+        cls,
+        run_id: str,
+        has_metadata: bool,
+        mode: Any,
+        tags: Any,
+        fields: Mapping[str, Any],
+    ) -> RunRecord:
+        """A record from the raw ``mode`` and ``tags`` values of a document."""
+        return cls(run_id, has_metadata, _strings(mode), _tag_names(tags), dict(fields))
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs to select and which fields of their documents to return (strax's
+    ``select_runs`` filters).
+
+    Every filter left empty selects everything. A run is selected when its id matches one of
+    ``run_id``, one of its modes matches one of ``run_mode`` (a run without a mode has mode
+    ``""``), one of its tags matches one of ``include_tags``, and none of its tags matches one
+    of ``exclude_tags`` (exclusion wins). With ``ignore_underscore`` a tag ``_x`` is matched as
+    ``x`` unless the pattern starts with ``_`` too. Strings are taken as one pattern.
+
+    Parameters
+    ----------
+    run_id, run_mode, include_tags, exclude_tags
+        Patterns (a string or a sequence of strings).
+    pattern_type
+        ``"fnmatch"`` or ``"re"`` (see :data:`PATTERN_TYPES`).
+    ignore_underscore
+        Match tags with a leading underscore without it.
+    fields
+        Dotted paths into the run document to return (see :func:`validate_field_path`).
+
+    """
+
+    run_id: tuple[str, ...] = ()
+    run_mode: tuple[str, ...] = ()
+    include_tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
+    pattern_type: str = "fnmatch"
+    ignore_underscore: bool = True
+    fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.pattern_type not in PATTERN_TYPES:
+            raise ValueError(
+                f"invalid pattern_type {self.pattern_type!r}: must be one of "
+                f"{', '.join(map(repr, PATTERN_TYPES))}"
+            )
+        for name in ("run_id", "run_mode", "include_tags", "exclude_tags"):
+            patterns = as_patterns(getattr(self, name), name)
+            object.__setattr__(self, name, patterns)
+            if self.pattern_type == "re":
+                for p in patterns:
+                    try:
+                        _compiled(p)
+                    except re.error as e:
+                        raise ValueError(f"invalid regular expression {p!r} in {name}: {e}") from e
+        fields = tuple(dict.fromkeys(as_patterns(self.fields, "fields")))
+        object.__setattr__(self, "fields", tuple(validate_field_path(f) for f in fields))
+        object.__setattr__(self, "ignore_underscore", bool(self.ignore_underscore))
+
+    @property
+    def filters(self) -> bool:
+        """Whether any filter is set (else every run is selected)."""
+        return bool(self.run_id or self.run_mode or self.include_tags or self.exclude_tags)
+
+    def tag_matches(self, pattern: str, tag: str) -> bool:
+        """Whether ``tag`` matches ``pattern`` (``ignore_underscore`` applied)."""
+        if self.ignore_underscore and tag.startswith("_") and not pattern.startswith("_"):
+            tag = tag[1:]
+        return pattern_matches(self.pattern_type, pattern, tag)
+
+    def matches_record(self, record: RunRecord) -> bool:
+        """Whether the run of ``record`` is selected."""
+        pt = self.pattern_type
+        if self.run_id and not any(pattern_matches(pt, p, record.run_id) for p in self.run_id):
+            return False
+        if self.run_mode:
+            modes = record.mode or ("",)
+            if not any(pattern_matches(pt, p, m) for p in self.run_mode for m in modes):
+                return False
+        if self.include_tags and not any(
+            self.tag_matches(p, t) for p in self.include_tags for t in record.tags
+        ):
+            return False
+        return not any(self.tag_matches(p, t) for p in self.exclude_tags for t in record.tags)
+
+    def record(self, run_id: str, doc: Mapping[str, Any] | None) -> RunRecord:
+        """The record of run ``run_id`` with document ``doc`` (``None``: no document)."""
+        if doc is None:
+            return RunRecord(run_id, False, fields=dict.fromkeys(self.fields))
+        values = {}
+        for f in self.fields:
+            v = _get(doc, f)
+            values[f] = None if v is _ABSENT else v
+        return RunRecord.from_values(run_id, True, doc.get("mode"), doc.get("tags"), values)
 
 
 @dataclass(frozen=True)
@@ -72,6 +347,9 @@ class StorageFrontend(ABC):
         If given, only these data types are found or saved here.
     exclude
         Data types never found or saved here.
+    storage_kind
+        How far the data is (one of :data:`STORAGE_KINDS`); default the class's
+        ``storage_kind`` (a subclass may derive it from its URL).
 
     """
 
@@ -79,27 +357,62 @@ class StorageFrontend(ABC):
     _kwargs: dict[str, Any]
     """Constructor arguments: frontends pickle and compare by them (set by subclasses)."""
 
+    storage_kind: str = "local"
+    """How far this frontend's data is: one of :data:`STORAGE_KINDS` (nearest first). A class
+    attribute (checked when the class is defined), overridden per instance by the constructor's
+    ``storage_kind=`` or by assignment (checked too). Loads prefer the nearest frontend."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "storage_kind" in cls.__dict__:
+            validate_storage_kind(cls.__dict__["storage_kind"])
+
     def __init__(
         self,
         readonly: bool = False,
         take_only: Iterable[str] = (),
         exclude: Iterable[str] = (),
+        storage_kind: str | None = None,
     ) -> None:
         self.readonly = readonly
         self.skipped: builtins.list[str] = []
-        """What the last :meth:`list` skipped because it could not be read (damaged
-        manifests), one message each: listing goes on, and ``strata ls`` reports them."""
+        """What the last :meth:`list` or run query skipped because it could not be read
+        (damaged manifests or run documents), one message each: listing goes on, and
+        ``strata ls`` reports them."""
         self.take_only = tuple([take_only] if isinstance(take_only, str) else take_only)
         self.exclude = tuple([exclude] if isinstance(exclude, str) else exclude)
+        if storage_kind is not None:
+            self.storage_kind = storage_kind
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "storage_kind":
+            value = validate_storage_kind(value)
+        super().__setattr__(name, value)
+
+    @property
+    def distance(self) -> int:
+        """The distance of :attr:`storage_kind` (:data:`STORAGE_KINDS`): smaller is nearer."""
+        return STORAGE_KINDS[self.storage_kind]
 
     # -- identity ---------------------------------------------------------------------------
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self._kwargs))
+        kind = self.storage_kind if self.storage_kind != self._default_storage_kind() else None
+        return (_rebuild, (type(self), self._kwargs, kind))
+
+    def _default_storage_kind(self) -> str:
+        """The kind this frontend has unless one is given (the class's; subclasses may look
+        at their URL).
+        """
+        return type(self).storage_kind
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StorageFrontend):
             return NotImplemented
-        return type(self) is type(other) and repr(self._kwargs) == repr(other._kwargs)
+        return (
+            type(self) is type(other)
+            and repr(self._kwargs) == repr(other._kwargs)
+            and self.storage_kind == other.storage_kind
+        )
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, repr(self._kwargs)))
@@ -320,9 +633,31 @@ class StorageFrontend(ABC):
             saver.on_commit = (self, Location(name, backend.backend_key(key)))
         return saver
 
-    def run_metadata(self, run_id: str) -> dict[str, Any]:
-        """The run-level metadata document of ``run_id`` (``DataNotAvailable`` if none)."""
-        return self._read_run_metadata(validate_run_id(run_id))
+    def which_stored(
+        self,
+        keys: Sequence[DataKey],
+        fuzzy_for: Iterable[str] = (),
+        fuzzy_for_options: Iterable[str] = (),
+    ) -> builtins.list[bool]:
+        """Per key, whether it is stored here (as :meth:`find_several`; catalogs that index
+        saves may answer from the index alone, without reading the backends, as :meth:`list`
+        does).
+        """
+        return [loc is not None for loc in self.find_several(keys, fuzzy_for, fuzzy_for_options)]
+
+    def run_metadata(
+        self, run_id: str, projection: str | Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """The run-level metadata document of ``run_id`` (``DataNotAvailable`` if none).
+
+        ``projection``: dotted paths (a string is one path) to return, nested as in the
+        document (MongoDB's projection): ``projection=["calibration.gains"]`` gives
+        ``{"calibration": {"gains": [...]}}``. Paths the document lacks are left out.
+        """
+        doc = self._read_run_metadata(validate_run_id(run_id))
+        if projection is None:
+            return doc
+        return project(doc, as_patterns(projection, "projection"))
 
     def write_run_metadata(self, run_id: str, doc: dict[str, Any]) -> None:
         """Write (replace) the run-level metadata document of ``run_id``."""
@@ -332,9 +667,82 @@ class StorageFrontend(ABC):
             raise TypeError(f"run metadata must be a dict, got {type(doc).__name__}")
         self._write_run_metadata(validate_run_id(run_id), doc)
 
+    def write_run_metadata_many(self, docs: Mapping[str, dict[str, Any]]) -> None:
+        """Write (replace) the run documents of several runs, ``{run_id: document}``: an SQL
+        catalog writes them in one transaction; others write one after the other.
+        """
+        if self.readonly:
+            raise ReadOnlyError(f"{self!r} is read-only: cannot write run metadata")
+        for run_id, doc in docs.items():
+            if not isinstance(doc, dict):
+                raise TypeError(
+                    f"run metadata of {run_id!r} must be a dict, got {type(doc).__name__}"
+                )
+            validate_run_id(run_id)
+        self._write_run_metadata_many(dict(docs))
+
+    def _write_run_metadata_many(self, docs: dict[str, dict[str, Any]]) -> None:
+        """Write validated run documents (default: one :meth:`_write_run_metadata` each)."""
+        for run_id, doc in docs.items():
+            self._write_run_metadata(run_id, doc)
+
     def list_runs(self) -> builtins.list[str]:
         """Run ids known here."""
         return self._list_runs()
+
+    # -- run queries ------------------------------------------------------------------------
+    def iter_run_documents(
+        self, projection: Iterable[str] | None = None
+    ) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """``(run_id, document)`` of every run known here, sorted by run id; the document is
+        ``None`` for a run with stored data but no run document, and only the dotted paths of
+        ``projection`` if given (see :meth:`run_metadata`). A damaged document is left out and
+        named in :attr:`skipped`.
+        """
+        paths = None if projection is None else as_patterns(projection, "projection")
+        if paths is not None:
+            paths = tuple(validate_field_path(p) for p in paths)
+        self.skipped = []
+        for run_id, doc in self._iter_run_documents():
+            yield run_id, doc if doc is None or paths is None else project(doc, paths)
+
+    def _iter_run_documents(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Primitive of :meth:`iter_run_documents` (whole documents). The default reads the
+        document of each run of :meth:`_list_runs`; catalogs override it to read in bulk.
+        """
+        for run_id in sorted(self._list_runs()):
+            try:
+                yield run_id, self._read_run_metadata(validate_run_id(run_id))
+            except DataNotAvailable:
+                yield run_id, None
+            except DataCorrupted as e:
+                logger.warning("run query: %s", e)
+                self.skipped.append(str(e))
+
+    def run_ids_with_documents(self) -> set[str]:
+        """Run ids that have a run document here (not only stored data)."""
+        return {r for r, doc in self._iter_run_documents() if doc is not None}
+
+    def query_runs(self, query: RunQuery | None = None) -> builtins.list[RunRecord]:
+        """The runs known here that ``query`` selects (all if ``None``), sorted by run id, with
+        the fields it asks for. Runs with stored data but no run document are included (with
+        ``has_metadata=False``) when the filters allow it. SQL catalogs evaluate the query in
+        the database; damaged documents are left out and named in :attr:`skipped`.
+        """
+        query = RunQuery() if query is None else query
+        if not isinstance(query, RunQuery):
+            raise TypeError(f"expected a RunQuery, got {type(query).__name__}")
+        self.skipped = []
+        return self._query_runs(query)
+
+    def _query_runs(self, query: RunQuery) -> builtins.list[RunRecord]:
+        """Primitive of :meth:`query_runs`: the default filters :meth:`_iter_run_documents`."""
+        out = []
+        for run_id, doc in self._iter_run_documents():
+            record = query.record(run_id, doc)
+            if query.matches_record(record):
+                out.append(record)
+        return out
 
     def verify(
         self,

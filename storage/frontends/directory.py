@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..backends.zarr import ZarrBackend
 from ..codecs import CompressorLike
 from ..errors import DataCorrupted, DataNotAvailable, InvalidKey
-from ..fs import atomic_write, redact_url
+from ..fs import atomic_write, redact_url, split_url
 from ..keys import DataKey, lineage_matches
 from .base import Entry, Location, StorageFrontend
 
-__all__ = ["DirectoryFrontend"]
+__all__ = ["DirectoryFrontend", "storage_kind_of_url"]
 
 logger = logging.getLogger(__name__)
+
+_READ_BATCH = 512  # run documents read per batch (concurrently on object stores)
+
+
+def storage_kind_of_url(url: str) -> str:
+    """The storage kind of a directory catalog at ``url``: ``memory`` for ``memory://``,
+    ``local`` for paths and ``file://`` URLs (also a cluster file system mounted here),
+    ``remote`` for every other scheme (``s3://``, ``ssh://``, ``gcs://``, ...).
+
+    >>> [storage_kind_of_url(u) for u in ("memory://x", "/data", "s3://b")]
+    ['memory', 'local', 'remote']
+    """
+    protocol = split_url(url)[0]
+    if protocol == "memory":
+        return "memory"
+    return "local" if protocol == "file" else "remote"
 
 
 class DirectoryFrontend(StorageFrontend):
@@ -36,6 +52,8 @@ class DirectoryFrontend(StorageFrontend):
         See :class:`~strata.storage.frontends.base.StorageFrontend`.
     compressor, chunk_target_mb
         Passed to the backend for new saves.
+    storage_kind
+        How far the data is; default from the URL (:func:`storage_kind_of_url`).
 
     """
 
@@ -48,8 +66,14 @@ class DirectoryFrontend(StorageFrontend):
         exclude: Iterable[str] = (),
         compressor: CompressorLike = None,
         chunk_target_mb: float = 32,
+        storage_kind: str | None = None,
     ) -> None:
-        super().__init__(readonly=readonly, take_only=take_only, exclude=exclude)
+        super().__init__(
+            readonly=readonly,
+            take_only=take_only,
+            exclude=exclude,
+            storage_kind=storage_kind or storage_kind_of_url(url),
+        )
         self.backend = ZarrBackend(
             url,
             storage_options=storage_options,
@@ -72,6 +96,9 @@ class DirectoryFrontend(StorageFrontend):
     def url(self) -> str:
         """The root URL."""
         return self.backend.url
+
+    def _default_storage_kind(self) -> str:
+        return storage_kind_of_url(self._kwargs["url"])
 
     def __repr__(self) -> str:
         ro = ", readonly=True" if self.readonly else ""
@@ -156,8 +183,44 @@ class DirectoryFrontend(StorageFrontend):
         self.backend._invalidate(path.rsplit("/", 1)[0])
 
     def _list_runs(self) -> list[str]:
+        runs = self.run_ids_with_documents()
+        runs.update(self.backend.list_run_ids())
+        return sorted(runs)
+
+    def run_ids_with_documents(self) -> set[str]:
+        """Run ids with a document in ``runs/`` (one listing)."""
         lay = self.backend.layout
         runs = {lay.run_id_of_document(n) for n in self.backend._ls_names(lay.runs_dir())}
-        runs.discard(None)
-        runs.update(self.backend.list_run_ids())
-        return sorted(r for r in runs if r is not None)
+        return {r for r in runs if r is not None}
+
+    def _iter_run_documents(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Two listings, then the documents in batches (concurrent requests on object
+        stores).
+        """
+        documented = sorted(self.run_ids_with_documents())
+        with_data = set(self.backend.list_run_ids())
+        docs: dict[str, dict[str, Any] | None] = dict.fromkeys(with_data - set(documented))
+        fs = self.backend.fs
+        for i in range(0, len(documented), _READ_BATCH):
+            batch = {self._run_path(r): r for r in documented[i : i + _READ_BATCH]}
+            raws = fs.cat(list(batch), on_error="return")
+            for path, run_id in batch.items():
+                raw = raws.get(path)
+                if raw is None:  # a filesystem that renames the paths it returns
+                    try:
+                        raw = fs.cat_file(path)
+                    except Exception as e:  # handled as cat's errors are
+                        raw = e
+                if isinstance(raw, FileNotFoundError):  # removed since the listing
+                    if run_id in with_data:
+                        docs[run_id] = None
+                    continue
+                if isinstance(raw, BaseException):  # the transport's error, not the data's
+                    raise raw
+                try:
+                    docs[run_id] = self._parse_run_document(run_id, raw)
+                except DataCorrupted as e:
+                    logger.warning("run query: %s", e)
+                    self.skipped.append(str(e))
+        for run_id in sorted(docs):
+            yield run_id, docs[run_id]

@@ -40,9 +40,10 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -65,7 +66,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from .. import __version__
 from ..backends.base import StorageBackend
@@ -91,14 +92,22 @@ from ..keys import (
 )
 from ..manifest import Manifest, now_iso
 from ..saver import Saver
-from .base import Entry, Location, StorageFrontend
+from .base import Entry, Location, RunQuery, RunRecord, StorageFrontend, pattern_matches
 
-__all__ = ["SCHEMA_VERSION", "SQLFrontend", "SchemaVersionError", "default_data_url"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SQLFrontend",
+    "SchemaVersionError",
+    "default_data_url",
+    "fnmatch_to_regex",
+]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""Version of the catalog tables; stored in ``strata_info`` under ``schema_version``."""
+SCHEMA_VERSION = 2
+"""Version of the catalog tables; stored in ``strata_info`` under ``schema_version``.
+Version 2 added the run label tables (``strata_run_modes``, ``strata_run_tags``); a version 1
+catalog is migrated when it is first opened writable (read-only, it is read as it is)."""
 
 _RETRIES = 8
 _BATCH = 256  # keys per statement of find_several
@@ -187,6 +196,43 @@ runs_table = Table(
     Column("doc", Text, nullable=False),
     Column("updated_at", String(40), nullable=False),
 )
+
+# The strings of each run document's ``mode`` and the names of its ``tags``, in document
+# order, written with the document in one transaction: run queries filter on these, so they
+# never parse the documents they do not return (schema version 2).
+run_modes_table = Table(
+    "strata_run_modes",
+    METADATA,
+    Column(
+        "run_id", String(255), ForeignKey("strata_runs.run_id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("position", Integer, nullable=False),
+    Column("mode", Text, nullable=False),
+    PrimaryKeyConstraint("run_id", "position", name="pk_strata_run_modes"),
+)
+
+run_tags_table = Table(
+    "strata_run_tags",
+    METADATA,
+    Column(
+        "run_id", String(255), ForeignKey("strata_runs.run_id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("position", Integer, nullable=False),
+    Column("tag", Text, nullable=False),
+    PrimaryKeyConstraint("run_id", "position", name="pk_strata_run_tags"),
+)
+_LABEL_TABLES = ((run_modes_table, "mode"), (run_tags_table, "tag"))
+
+
+def run_labels(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The modes and tag names of a run document, as the label tables hold them (strings
+    PostgreSQL cannot store, with a NUL character, are left out).
+    """
+    record = RunRecord.from_values("_", True, doc.get("mode"), doc.get("tags"), {})
+    return (
+        tuple(m for m in record.mode if "\x00" not in m),
+        tuple(t for t in record.tags if "\x00" not in t),
+    )
 
 
 def _hash_of(canonical: str) -> str:
@@ -352,6 +398,8 @@ def _make_engine(db_url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout = 60000")
             cur.execute("PRAGMA foreign_keys = ON")
             cur.execute("PRAGMA cache_size = -32768")  # 32 MiB: the inner B-tree pages stay
+            # run queries match patterns inside SQLite with Python's own fnmatch / re
+            dbapi_conn.create_function("strata_match", 3, _sqlite_match, deterministic=True)
             if not memory:
                 cur.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
                 cur.execute("PRAGMA synchronous = NORMAL")
@@ -411,8 +459,239 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+# -- run queries in SQL ---------------------------------------------------------------------
+def _sqlite_match(kind: str, pattern: str, value: Any) -> int:
+    """``strata_match(kind, pattern, value)`` in SQLite: ``kind`` is ``f`` (fnmatch) or ``r``
+    (re), with ``u`` appended to strip one leading underscore from the value first.
+    """
+    if not isinstance(value, str) or not isinstance(pattern, str) or not kind:
+        return 0
+    if kind.endswith("u") and value.startswith("_"):
+        value = value[1:]
+    return int(pattern_matches("fnmatch" if kind[0] == "f" else "re", pattern, value))
+
+
+def _are_char(c: str) -> str:
+    """``c`` as a literal in a PostgreSQL (ARE) or Python regular expression."""
+    return c if c.isalnum() and c.isascii() else "\\" + c
+
+
+def _bracket(pat: str, i: int, j: int) -> str | None:
+    """The regular-expression set of the fnmatch bracket ``pat[i:j]`` (without ``[`` and
+    ``]``), as Python's ``fnmatch.translate`` reads it (3.11: ``!`` negates, ``-`` makes
+    ranges, reversed ranges are dropped); ``None`` if it matches no character.
+    """
+    negate = pat[i] == "!"
+    if "-" not in pat[i:j]:
+        chunks = [pat[i:j]]
+    else:  # Python's chunking: a hyphen right after '[', '[!' or a range is literal
+        chunks = []
+        k = i + 2 if pat[i] == "!" else i + 1
+        while True:
+            k = pat.find("-", k, j)
+            if k < 0:
+                break
+            chunks.append(pat[i:k])
+            i = k + 1
+            k = k + 3
+        chunk = pat[i:j]
+        if chunk:
+            chunks.append(chunk)
+        else:
+            chunks[-1] += "-"
+        for k in range(len(chunks) - 1, 0, -1):  # remove empty ranges
+            if chunks[k - 1][-1] > chunks[k][0]:
+                chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+                del chunks[k]
+    if negate:
+        chunks[0] = chunks[0][1:]
+    items: list[str] = []
+    for n, c in enumerate(chunks):
+        body = c
+        if n > 0:  # its first character ends the range begun by the previous chunk
+            items[-1] = f"{items[-1]}-{_are_char(body[0])}"
+            body = body[1:]
+        items.extend(_are_char(x) for x in body)
+    if not items:
+        return "." if negate else None
+    return f"[{'^' if negate else ''}{''.join(items)}]"
+
+
+def fnmatch_to_regex(pattern: str) -> str | None:
+    r"""An anchored regular expression, valid for PostgreSQL (ARE) and Python, that matches
+    what ``fnmatch.fnmatchcase(value, pattern)`` matches; ``None`` if nothing can match.
+
+    >>> print(fnmatch_to_regex("run_0*[!x]?"))
+    ^run\_0.*[^x].$
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if not out or out[-1] != ".*":
+                out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append("\\[")
+                continue
+            part = _bracket(pattern, i, j)
+            if part is None:
+                return None
+            out.append(part)
+            i = j + 1
+        else:
+            out.append(_are_char(c))
+    return "^" + "".join(out) + "$"
+
+
+_ARE_SAFE = re.compile(r"(?:[^\\(]|\\[^A-Za-z0-9]|\\[dDsSwWnt]|\((?:\?[:=!])?)*\Z")
+
+
+def _regex_for_postgres(pattern: str) -> str | None:
+    r"""A PostgreSQL regular expression matching as ``re.match(pattern, value)``, or ``None``
+    when the pattern uses syntax the two read differently (``\b`` is a backspace in
+    PostgreSQL, ``(?P<name>...)`` does not exist there, ...): such a query is evaluated in
+    Python instead.
+    """
+    if not _ARE_SAFE.match(pattern) or re.search(r"\[[:.=]", pattern):  # [[:alpha:]] too
+        return None
+    return f"^(?:{pattern})"
+
+
+class _RunSQL:
+    """Builds the SQL of one :class:`RunQuery` for one dialect; collects its parameters.
+
+    Filters read the label tables (``strata_run_modes``, ``strata_run_tags``), never the
+    documents; a document is read (parsed by the database) only for the selected runs, to check
+    it is a JSON object and to project the requested fields.
+    """
+
+    def __init__(self, dialect: str, query: RunQuery) -> None:
+        self.pg = dialect == "postgresql"
+        self.q = query
+        self.params: dict[str, Any] = {}
+
+    def bind(self, value: Any) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f":{name}"
+
+    def match(self, expr: str, pattern: str, tag: bool = False) -> str:
+        strip = tag and self.q.ignore_underscore and not pattern.startswith("_")
+        fn = self.q.pattern_type == "fnmatch"
+        if fn and not strip and not any(c in pattern for c in "*?["):
+            return f"({expr} = {self.bind(pattern)})"  # a literal: equality
+        if not self.pg and fn and "[" not in pattern:  # only * and ?: GLOB is fnmatchcase
+            if strip:
+                expr = (
+                    f"(CASE WHEN substr({expr}, 1, 1) = '_' THEN substr({expr}, 2) ELSE {expr} END)"
+                )
+            return f"({expr} GLOB {self.bind(pattern)})"
+        if not self.pg:
+            kind = ("f" if fn else "r") + ("u" if strip else "")
+            return f"(strata_match({self.bind(kind)}, {self.bind(pattern)}, {expr}) = 1)"
+        regex = fnmatch_to_regex(pattern) if fn else _regex_for_postgres(pattern)
+        if regex is None:
+            if not fn:
+                raise _NotInSQL(pattern)
+            return "FALSE"
+        if strip:
+            expr = f"(CASE WHEN left({expr}, 1) = '_' THEN substr({expr}, 2) ELSE {expr} END)"
+        return f"({expr} ~ {self.bind(regex)})"
+
+    def any_of(self, expr: str, patterns: Sequence[str], tag: bool = False) -> str:
+        return "(" + " OR ".join(self.match(expr, p, tag) for p in patterns) + ")"
+
+    def labelled(
+        self, table: Table, column: str, patterns: Sequence[str] | None, tag: bool = False
+    ) -> str:
+        """Whether run ``r`` has a label in ``table`` (matching one of ``patterns``).
+
+        SQLite: ``r.run_id IN (labels)``, evaluated once, which lets it fetch only the runs
+        found (by primary key) instead of reading every document's row. PostgreSQL:
+        ``EXISTS``, which it plans as a semi-join (and ``NOT EXISTS`` as an anti-join, which
+        it does not do for ``NOT IN``).
+        """
+        match = "" if patterns is None else self.any_of(f"l.{column}", patterns, tag)
+        if self.pg:
+            also = f" AND {match}" if match else ""
+            return f"EXISTS (SELECT 1 FROM {table.name} AS l WHERE l.run_id = r.run_id{also})"
+        where = f" WHERE {match}" if match else ""
+        return f"r.run_id IN (SELECT l.run_id FROM {table.name} AS l{where})"
+
+    def mode_condition(self) -> str:
+        modes = self.labelled(run_modes_table, "mode", self.q.run_mode)
+        # a run without a mode string has the mode "" (a constant condition, decided here)
+        if all(not pattern_matches(self.q.pattern_type, p, "") for p in self.q.run_mode):
+            return modes
+        return f"({modes} OR NOT {self.labelled(run_modes_table, 'mode', None)})"
+
+    def field(self, path: str) -> str:
+        parts = path.split(".")
+        if self.pg:
+            return f"(d.j #> CAST({self.bind(parts)} AS text[]))"
+        sqlite_path = "$" + "".join(f'."{p}"' for p in parts)  # parts hold no '"' (validated)
+        return f"(CASE WHEN json_valid(r.doc) THEN r.doc -> {self.bind(sqlite_path)} END)"
+
+    def statements(self) -> tuple[str, str, str]:
+        """The statements of the query: the selected runs (``run_id``, whether the document
+        is a JSON object, the fields), and the modes and the tags of the selected runs
+        (``run_id``, label; in document order).
+        """
+        q = self.q
+        ok = (
+            "(jsonb_typeof(d.j) = 'object')"
+            if self.pg
+            # valid JSON starting with '{' is an object: one parse, not two
+            else "(CASE WHEN json_valid(r.doc) THEN ltrim(r.doc, ' ' || char(9, 10, 13)) "
+            "LIKE '{%' ELSE 0 END)"
+        )
+        cols = ["r.run_id", ok, *(self.field(f) for f in q.fields)]
+        conds = []
+        if q.run_id:
+            conds.append(self.any_of("r.run_id", q.run_id))
+        if q.run_mode:
+            conds.append(self.mode_condition())
+        if q.include_tags:
+            conds.append(self.labelled(run_tags_table, "tag", q.include_tags, True))
+        if q.exclude_tags:
+            conds.append(f"NOT {self.labelled(run_tags_table, 'tag', q.exclude_tags, True)}")
+        where = f" WHERE {' AND '.join(conds)}" if conds else ""
+        # PostgreSQL parses each selected document once (the filters above apply first)
+        source = f"{runs_table.name} AS r"
+        if self.pg:
+            # OFFSET 0 keeps the planner from copying the cast into every use of d.j
+            source += " CROSS JOIN LATERAL (SELECT CAST(r.doc AS jsonb) AS j OFFSET 0) AS d"
+        main = f"SELECT {', '.join(cols)} FROM {source}{where}"
+        selected = f" WHERE l.run_id IN (SELECT r.run_id FROM {runs_table.name} AS r{where})"
+        labels = [
+            f"SELECT l.run_id, l.{column} FROM {table.name} AS l"
+            f"{selected if conds else ''} ORDER BY l.run_id, l.position"
+            for table, column in _LABEL_TABLES
+        ]
+        return main, labels[0], labels[1]
+
+
+class _NotInSQL(Exception):
+    """A pattern this database cannot evaluate as Python would: the query runs in Python."""
+
+
 class SQLFrontend(StorageFrontend):
     """A catalog in a SQL database (SQLAlchemy): SQLite by default, PostgreSQL when shared.
+
+    Run queries (:meth:`query_runs`, behind ``scan_runs`` / ``select_runs``) are evaluated in
+    the database with its JSON functions: only the selected runs' requested fields leave it.
 
     Parameters
     ----------
@@ -440,6 +719,8 @@ class SQLFrontend(StorageFrontend):
     readonly, take_only, exclude
         See :class:`~strata.storage.frontends.base.StorageFrontend`. A read-only frontend never
         creates the catalog.
+    storage_kind
+        How far the data is (default ``"online"``: a catalog database in front of its data).
 
     Examples
     --------
@@ -464,8 +745,11 @@ class SQLFrontend(StorageFrontend):
         exclude: Iterable[str] = (),
         compressor: CompressorLike = None,
         chunk_target_mb: float = 32,
+        storage_kind: str | None = None,
     ) -> None:
-        super().__init__(readonly=readonly, take_only=take_only, exclude=exclude)
+        super().__init__(
+            readonly=readonly, take_only=take_only, exclude=exclude, storage_kind=storage_kind
+        )
         self.db_url = normalize_db_url(db_url)
         opts: dict[str, Any] = {
             "storage_options": storage_options,
@@ -500,6 +784,8 @@ class SQLFrontend(StorageFrontend):
             "exclude": self.exclude,
         }
         self._open()
+
+    storage_kind = "online"
 
     # -- identity ---------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -589,12 +875,84 @@ class SQLFrontend(StorageFrontend):
             if self.readonly:
                 raise DataNotAvailable(f"{self!r} holds no strata catalog (read-only: not created)")
             version = self._run(create, write=True)
+        self._labels = True
+        """Whether the run label tables exist (schema 2): run queries filter in SQL."""
+        if version == "1":
+            if self.readonly:  # read as it is: run queries parse the documents in Python
+                self._labels = False
+                logger.info("%r has schema version 1: run queries run in Python", self)
+                return
+            version = self._run(self._migrate_from_1, write=True)
         if version != str(SCHEMA_VERSION):
             raise SchemaVersionError(
                 f"catalog {self!r} has schema version {version}; this strata ({__version__}) "
                 f"reads version {SCHEMA_VERSION}. Open it with a strata of that version, or "
                 "migrate the catalog"
             )
+
+    def _migrate_from_1(self, conn: Connection) -> str:
+        """Schema 1 -> 2: create the run label tables and fill them from the documents (one
+        transaction; one migrator at a time). Returns the version found at the end.
+        """
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_INIT_LOCK})
+        row = conn.execute(
+            select(info_table.c.value).where(info_table.c.name == "schema_version")
+        ).scalar()
+        if row != "1":  # another process migrated it meanwhile
+            return str(row)
+        for table, _ in _LABEL_TABLES:
+            table.create(conn, checkfirst=True)
+        docs: dict[str, dict[str, Any]] = {}
+        for run_id, raw in conn.execute(select(runs_table.c.run_id, runs_table.c.doc)):
+            try:
+                docs[run_id] = self._parse_run_document(run_id, raw)
+            except DataCorrupted as e:  # no labels: queries name it when they meet it
+                logger.warning("migrating %r: %s", self, e)
+        self._write_labels(conn, docs)
+        conn.execute(
+            info_table.update()
+            .where(info_table.c.name == "schema_version")
+            .values(value=str(SCHEMA_VERSION))
+        )
+        logger.info("migrated %r to schema v%d (%d run documents)", self, SCHEMA_VERSION, len(docs))
+        return str(SCHEMA_VERSION)
+
+    def _write_labels(self, conn: Connection, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the label rows of these runs (inside the caller's transaction)."""
+        ids = list(docs)
+        rows: dict[str, list[dict[str, Any]]] = {"mode": [], "tag": []}
+        for run_id, doc in docs.items():
+            modes, tags = run_labels(doc)
+            rows["mode"] += [
+                {"run_id": run_id, "position": i, "mode": m} for i, m in enumerate(modes)
+            ]
+            rows["tag"] += [{"run_id": run_id, "position": i, "tag": t} for i, t in enumerate(tags)]
+        for table, column in _LABEL_TABLES:
+            for i in range(0, len(ids), _BATCH):
+                conn.execute(table.delete().where(table.c.run_id.in_(ids[i : i + _BATCH])))
+            if rows[column]:
+                conn.execute(table.insert(), rows[column])
+
+    def rebuild_run_index(self) -> int:
+        """Write the run label tables again from the run documents (after documents were
+        edited in the database by hand); returns the number of documents indexed.
+        """
+        self._check_writable("rebuild its run index")
+
+        def rebuild(conn: Connection) -> int:
+            docs = {}
+            for run_id, raw in conn.execute(select(runs_table.c.run_id, runs_table.c.doc)):
+                try:
+                    docs[run_id] = self._parse_run_document(run_id, raw)
+                except DataCorrupted as e:
+                    logger.warning("rebuild_run_index: %s", e)
+            for table, _ in _LABEL_TABLES:
+                conn.execute(table.delete())
+            self._write_labels(conn, docs)
+            return len(docs)
+
+        return self._run(rebuild, write=True)
 
     @property
     def schema_version(self) -> int:
@@ -641,12 +999,22 @@ class SQLFrontend(StorageFrontend):
         """Per key, ``(entry id, [(backend, backend_key), ...])`` if it is registered exactly,
         else ``None``.
         """
-        # the lineage's canonical JSON and hash are computed once per key: in Python they
-        # cost more than the indexed lookup itself
+        # the lineage's canonical JSON and hash are computed once per distinct lineage: in
+        # Python they cost more than the indexed lookup itself, and the keys of many runs
+        # share one. A normalised lineage (plain JSON types) is identified by its repr.
         ids, names, wanted = [], [], {}
+        by_repr: dict[str, tuple[str, str]] = {}
+        by_id: dict[int, tuple[str, str]] = {}
         for k in keys:
-            lin = canonical_json(k.lineage)
-            h = _hash_of(lin)
+            known = by_id.get(id(k.lineage))
+            if known is None:
+                shown = repr(k.lineage)
+                known = by_repr.get(shown)
+                if known is None:
+                    c = canonical_json(k.lineage)
+                    known = by_repr[shown] = (c, _hash_of(c))
+                by_id[id(k.lineage)] = known
+            lin, h = known
             ids.append((k.run_id, k.data_type, h))
             names.append(f"{k.run_id}-{k.data_type}-{h}")
             wanted[names[-1]] = lin
@@ -735,13 +1103,14 @@ class SQLFrontend(StorageFrontend):
         keys: Sequence[DataKey],
         fuzzy_for: tuple[str, ...],
         fuzzy_for_options: tuple[str, ...],
+        verify: bool | None = None,
     ) -> list[tuple[Location, DataKey] | None]:
         out: list[tuple[Location, DataKey] | None] = [None] * len(keys)
         exact = self._run(lambda conn: self._exact_rows(conn, keys))
         left = []
         for i, k in enumerate(keys):
             hit = exact[i]
-            loc = None if hit is None else self._choose(k, hit[1])
+            loc = None if hit is None else self._choose(k, hit[1], verify)
             if loc is not None:
                 out[i] = (loc, k)
             else:
@@ -769,10 +1138,29 @@ class SQLFrontend(StorageFrontend):
                 ):
                     logger.warning("catalog fuzzy match %s does not match %s", stored, keys[i])
                     continue
-                loc = self._choose(stored, locs)
+                loc = self._choose(stored, locs, verify)
                 if loc is not None:
                     out[i] = (loc, stored)
                     break
+        return out
+
+    def which_stored(
+        self,
+        keys: Sequence[DataKey],
+        fuzzy_for: Iterable[str] = (),
+        fuzzy_for_options: Iterable[str] = (),
+    ) -> list[bool]:
+        """Per key, whether the catalog has it (batched queries; the backends are not asked,
+        as in :meth:`list`, whatever ``verify_locations`` says).
+        """
+        keys = list(keys)
+        taken = [i for i, k in enumerate(keys) if self.takes(k.data_type)]
+        found = self._find_many(
+            [keys[i] for i in taken], tuple(fuzzy_for), tuple(fuzzy_for_options), verify=False
+        )
+        out = [False] * len(keys)
+        for i, f in zip(taken, found, strict=True):
+            out[i] = f is not None
         return out
 
     def find_several(
@@ -1117,11 +1505,147 @@ class SQLFrontend(StorageFrontend):
             index_elements=[runs_table.c.run_id],
             set_={"doc": ins.excluded.doc, "updated_at": ins.excluded.updated_at},
         )
-        self._run(lambda c: c.execute(stmt), write=True)
+
+        def write(conn: Connection) -> None:
+            conn.execute(stmt)
+            self._write_labels(conn, {run_id: doc})
+
+        self._run(write, write=True)
+
+    def _write_run_metadata_many(self, docs: dict[str, dict[str, Any]]) -> None:
+        """All documents in one transaction (one statement, many rows)."""
+        rows = []
+        now = now_iso()
+        for run_id, doc in docs.items():
+            try:
+                raw = json.dumps(doc, sort_keys=True, allow_nan=False)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"run metadata of {run_id!r} must be plain JSON: {e}") from e
+            rows.append({"run_id": run_id, "doc": raw, "updated_at": now})
+        if not rows:
+            return
+        ins = self._insert(runs_table)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[runs_table.c.run_id],
+            set_={"doc": ins.excluded.doc, "updated_at": ins.excluded.updated_at},
+        )
+
+        def write(conn: Connection) -> None:
+            conn.execute(stmt, rows)
+            self._write_labels(conn, docs)
+
+        self._run(write, write=True)
 
     def _list_runs(self) -> list[str]:
         q = sa.union(select(runs_table.c.run_id), select(entries_table.c.run_id))
         return sorted(self._run(lambda c: [r[0] for r in c.execute(q)]))
+
+    def run_ids_with_documents(self) -> set[str]:
+        """Run ids that have a run document in the catalog (one query)."""
+        return set(self._run(lambda c: [r[0] for r in c.execute(select(runs_table.c.run_id))]))
+
+    def _data_only_runs(self, conn: Connection) -> list[str]:
+        """Run ids with catalog entries but no run document."""
+        e, r = entries_table, runs_table
+        q = (
+            select(e.c.run_id)
+            .distinct()
+            .where(~sa.exists().where(r.c.run_id == e.c.run_id))
+            .order_by(e.c.run_id)
+        )
+        return [row[0] for row in conn.execute(q)]
+
+    def _valid_run_id(self, run_id: Any) -> bool:
+        try:
+            validate_run_id(run_id)
+        except InvalidKey as e:
+            msg = f"catalog {self!r} lists a run with an invalid id: {e}"
+            logger.warning("run query: %s", msg)
+            self.skipped.append(msg)
+            return False
+        return True
+
+    def _iter_run_documents(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Every document in one query, each parsed (with limits) in Python."""
+
+        def read(conn: Connection) -> tuple[list[Any], list[str]]:
+            q = select(runs_table.c.run_id, runs_table.c.doc).order_by(runs_table.c.run_id)
+            return list(conn.execute(q)), self._data_only_runs(conn)
+
+        rows, data_only = self._run(read)
+        docs: dict[str, dict[str, Any] | None] = dict.fromkeys(data_only)
+        for run_id, raw in rows:
+            if not self._valid_run_id(run_id):
+                continue
+            try:
+                docs[run_id] = self._parse_run_document(run_id, raw)
+            except DataCorrupted as e:
+                logger.warning("run query: %s", e)
+                self.skipped.append(str(e))
+        for run_id in sorted(docs):
+            if run_id in data_only and not self._valid_run_id(run_id):
+                continue
+            yield run_id, docs[run_id]
+
+    def _query_runs(self, query: RunQuery) -> list[RunRecord]:
+        """The query as one SQL statement: the filters read the run label tables (indexed by
+        run), the database parses only the selected documents (to check them and project the
+        fields); runs with entries but no document come from one more query. On PostgreSQL a
+        document that is not valid JSON, or a ``re`` pattern PostgreSQL reads otherwise than
+        Python, makes the query run in Python over every document (same result, slower;
+        logged); so does a read-only catalog of schema version 1.
+        """
+        if not self._labels:
+            return super()._query_runs(query)
+        try:
+            build = _RunSQL(self.dialect, query)
+            stmts = [sa.text(x) for x in build.statements()]
+        except _NotInSQL as e:
+            logger.info("run query: pattern %r is matched in Python, not in PostgreSQL", e.args[0])
+            return super()._query_runs(query)
+        sqlite = self.dialect == "sqlite"
+
+        def run(conn: Connection) -> tuple[list[list[Any]], list[str]]:
+            found = [list(conn.execute(x, build.params).all()) for x in stmts]
+            return found, self._data_only_runs(conn)
+
+        try:
+            (rows, mode_rows, tag_rows), data_only = self._run(run)
+        except DataError as e:  # PostgreSQL: a document that is not JSON, or a regex it refuses
+            logger.warning(
+                "run query on %r runs in Python: the database refused it (%s)",
+                self,
+                str(e.orig).splitlines()[0] if e.orig is not None else e,
+            )
+            return super()._query_runs(query)
+        labels: list[dict[str, list[str]]] = [{}, {}]
+        for found, into in zip((mode_rows, tag_rows), labels, strict=True):
+            for run_id, label in found:
+                into.setdefault(run_id, []).append(label)
+        modes, tags = labels
+        out = []
+        for run_id, ok, *values in rows:
+            if not self._valid_run_id(run_id):
+                continue
+            if not ok:
+                msg = f"run metadata {run_id!r} in {self!r} is not a JSON object"
+                logger.warning("run query: %s", msg)
+                self.skipped.append(msg)
+                continue
+            if sqlite:  # fields as JSON text
+                values = [None if v is None else json.loads(v) for v in values]
+            fields = dict(zip(query.fields, values, strict=True))
+            record = RunRecord(
+                run_id, True, tuple(modes.get(run_id, ())), tuple(tags.get(run_id, ())), fields
+            )
+            out.append(record)
+        for run_id in data_only:
+            if self._valid_run_id(run_id):
+                record = query.record(run_id, None)
+                if query.matches_record(record):
+                    out.append(record)
+        out.sort(key=lambda r: r.run_id)
+        return out
 
     # -- stored-object queries over the catalog ---------------------------------------------
     def query(self, data_query: Any) -> dict[tuple[Any, ...], list[tuple[str, Any, str | None]]]:

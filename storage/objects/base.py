@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import json
 import logging
 import re
 import threading
 from abc import abstractmethod
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict
@@ -31,6 +32,9 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import DataCorrupted, InvalidKey, StorageError
 from ..jsonio import load_document
 from ..keys import canonical_json, validate_name
+
+if TYPE_CHECKING:
+    from .query import BaseDataQuery
 
 __all__ = [
     "FORMAT",
@@ -85,6 +89,35 @@ def validate_object_key(key: object) -> str:
     return key
 
 
+def _check_identity(cls: type[BaseStoredData]) -> None:
+    """Refuse, when it is defined, a class whose objects could never be replaced or found as
+    the class means: a concrete :class:`ReplaceableData` with neither ``identity_fields`` nor
+    :meth:`~BaseStoredData.to_storage_query` (every field would be identity, so a better
+    version is never "the same" object), or a class with both.
+    """
+    if cls.uses_storage_query() and cls.identity_fields is not None:
+        raise TypeError(
+            f"{cls.__qualname__} has identity_fields {cls.identity_fields} and defines "
+            "to_storage_query(): say which object this is one way, not both (set "
+            "identity_fields = None, or drop to_storage_query)"
+        )
+    replaceable = globals().get("ReplaceableData")
+    if (
+        replaceable is not None
+        and issubclass(cls, replaceable)
+        and not inspect.isabstract(cls)
+        and cls.identity_fields is None
+        and not cls.uses_storage_query()
+    ):
+        raise TypeError(
+            f"{cls.__qualname__} is ReplaceableData without identity_fields: every field "
+            "would say which object it is, so a version with more information could never "
+            "replace the stored one. Set identity_fields = (the names of the fields that say "
+            "which object this is, e.g. ('substance', 'temperature')), or define "
+            "to_storage_query() returning the query that finds it"
+        )
+
+
 class BaseStoredData(BaseModel):
     """Base class of stored objects: a validated pydantic model serialised to JSON.
 
@@ -95,6 +128,10 @@ class BaseStoredData(BaseModel):
         fields: only an identical object is "the same". Two objects with equal identity get the
         same key; storing the second returns the first key (and, for
         :class:`ReplaceableData`, keeps the one with most information).
+    :meth:`to_storage_query`
+        Instead of ``identity_fields`` (not both), as openff-evaluator decides "the same
+        object": the query that finds this object. Objects whose queries set the same values
+        are the same object.
     ``index_fields``
         Fields, in order, that a backend's object index is partitioned by, so that a query
         fixing them reads only that part of the index (e.g. ``("run_id", "data_type")``).
@@ -122,6 +159,7 @@ class BaseStoredData(BaseModel):
             unknown = [f for f in names or () if f not in cls.model_fields]
             if unknown:
                 raise TypeError(f"{cls.__qualname__}.{what} names unknown field(s) {unknown}")
+        _check_identity(cls)
         cls.stored_name = name
         with _REGISTRY_LOCK:
             old = _REGISTRY.get(name)
@@ -155,11 +193,50 @@ class BaseStoredData(BaseModel):
             ) from e
         return data
 
+    def to_storage_query(self) -> BaseDataQuery | None:
+        """The query that finds this object in a store (openff-evaluator's matching), or
+        ``None`` (the default): then ``identity_fields`` say which object this is.
+
+        A class that defines it gives up ``identity_fields``: two of its objects are the same
+        when their queries set the same fields to the same values (the query must find the
+        object it was made from).
+        """
+        return None
+
+    @classmethod
+    def uses_storage_query(cls) -> bool:
+        """Whether the class defines :meth:`to_storage_query` (its identity is its query)."""
+        return cls.to_storage_query is not BaseStoredData.to_storage_query
+
     def identity(self) -> dict[str, Any]:
-        """The values that say which object this is (see ``identity_fields``)."""
+        """The values that say which object this is (see ``identity_fields`` and
+        :meth:`to_storage_query`).
+        """
         data = self.json_data()
+        if type(self).uses_storage_query():
+            return {"storage_query": self._query_identity()}
         fields = type(self).identity_fields
         return data if fields is None else {f: data[f] for f in fields}
+
+    def _query_identity(self) -> dict[str, Any]:
+        from .query import BaseDataQuery
+
+        query = self.to_storage_query()
+        name = type(self).__name__
+        if not isinstance(query, BaseDataQuery):
+            raise InvalidObject(
+                f"{name}.to_storage_query() must return a BaseDataQuery, got {query!r}"
+            )
+        if query.apply(self) is None:
+            raise InvalidObject(
+                f"{name}.to_storage_query() returned {query!r}, which does not match the "
+                "object itself: it must find the object it describes"
+            )
+        dumped = query.model_dump(mode="json")
+        return {
+            "query": type(query).__name__,
+            "values": {f: dumped[f] for f in query.set_fields()},
+        }
 
     def to_document(self, key: str, ancillary: str | None = None) -> dict[str, Any]:
         """The stored JSON document of this object under ``key``."""

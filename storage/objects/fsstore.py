@@ -323,6 +323,44 @@ class FsObjectStore(ObjectStore):
                 except (DataCorrupted, UnknownObjectClass, TypeError) as e:
                     logger.warning("query skips a damaged index entry: %s", e)
 
+    def _index_class_names(self) -> set[str]:
+        """The class directories of the index (one listing)."""
+        root = self.path(OBJECTS, INDEX)
+        self._invalidate(root)
+        try:
+            entries = self.fs.ls(root, detail=True)
+        except FileNotFoundError:
+            return set()
+        return {
+            str(e["name"]).rstrip("/").rsplit("/", 1)[-1]
+            for e in entries
+            if e.get("type") == "directory"
+        }
+
+    def _fetch_ancillary(self, location: str, dest: str) -> str:
+        """The ancillary directory itself on a local file system; else its files downloaded
+        into ``dest`` (names checked: nothing is written outside ``dest``).
+        """
+        if isinstance(self.fs, LocalFileSystem):
+            return super()._fetch_ancillary(location, dest)
+        base = self.url.rstrip("/") + "/"
+        if not location.startswith(base):
+            raise DataCorrupted(
+                f"ancillary location {redact_url(location)!r} is not under {redact_url(self.url)}"
+            )
+        src = self.path(*location[len(base) :].split("/"))
+        target = os.path.join(dest, "ancillary")
+        os.makedirs(target)
+        for path in self._find(src):
+            rel = str(path)[len(src) :].strip("/")
+            parts = rel.split("/")
+            if not rel or any(p in ("", ".", "..") for p in parts):
+                raise DataCorrupted(f"ancillary file {path!r} has a bad name")
+            local = os.path.join(target, *parts)
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            self.fs.get_file(path, local)
+        return target
+
     def _find(self, root: str) -> list[str]:
         self._invalidate(root)
         try:
@@ -344,6 +382,7 @@ class FsObjectStore(ObjectStore):
             rel = self.layout.attempt_prefix(backend_key, manifest.attempt)
             raw = document_bytes(obj.to_document(key, rel))
             with self._object_lock:
+                self._cache_discard(key)
                 atomic_write(self.fs, self._doc_path(key), raw)
                 atomic_write(self.fs, self._index_path(key, obj), raw)
         except Exception as e:
@@ -359,6 +398,7 @@ class FsObjectStore(ObjectStore):
         run_id, data_type, h = self.parse_backend_key(backend_key)
         ident = {"run_id": run_id, "data_type": data_type, "lineage_hash": h}
         key = key_for_identity(StoredArrayData.stored_name, ident)
+        self._cache_discard(key)
         for path in (
             self.path(
                 OBJECTS,

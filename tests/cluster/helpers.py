@@ -15,12 +15,13 @@ def attempt_dirs(root: Path, key: DataKey) -> list[Path]:
 
 def stored_files(fe: DirectoryFrontend, key: DataKey) -> dict[str, bytes]:
     """Every file of the committed attempt of ``key``, by relative path, except the attempt
-    group's own ``zarr.json`` (whose attributes name the attempt) and the save's lease."""
+    group's own ``zarr.json`` (whose attributes name the attempt). A committed attempt holds no
+    lease (the "not committed" marker)."""
     m = fe.get_metadata(key)
     root = Path(fe.url) / "data" / key.run_id / key.name / m.attempt
     files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    assert "zarr.json" in files and "strata.lease" in files
-    del files["zarr.json"], files["strata.lease"]
+    assert "zarr.json" in files and "strata.lease" not in files
+    del files["zarr.json"]
     return files
 
 

@@ -172,7 +172,7 @@ def test_client_killed_with_sigkill_mid_save(cluster, tmp_path):
     fe = DirectoryFrontend(str(store))
     assert not fe.is_stored(key)
     assert fe.list("run_1") == []
-    assert not list(store.glob("data/run_1/*/manifest.json"))
+    assert not list(store.glob("data/run_1/*/zarr.json"))
     [leftover] = attempt_dirs(store, key)
     result = CliRunner().invoke(main, ["gc", "-s", str(store), "--min-age", "0"])
     assert result.exit_code == 0, result.output

@@ -43,7 +43,7 @@ def test_ls_lists_around_a_damaged_manifest_and_names_it(tmp_path):
     with dask.config.set(scheduler="threads"):
         ctx.make("run_1", ["records", "peaks"])
     bad = ctx.key_for("run_1", "records")
-    path = tmp_path / "store" / "data" / "run_1" / bad.name / "manifest.json"
+    path = tmp_path / "store" / "data" / "run_1" / bad.name / "zarr.json"
     path.write_bytes(b"[" * 100_000 + b"]" * 100_000)  # valid JSON, hostile depth
     result = CliRunner().invoke(main, ["ls", "run_1", "-s", str(tmp_path / "store")])
     assert result.exit_code == 0, result.output

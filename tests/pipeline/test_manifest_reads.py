@@ -14,7 +14,7 @@ from tests.storage.test_laziness import CountingFS
 
 
 def _manifest_reads() -> dict[str, int]:
-    return {p: n for p, n in CountingFS.reads.items() if p.endswith("manifest.json")}
+    return {p: n for p, n in CountingFS.reads.items() if p.endswith("zarr.json")}
 
 
 @pytest.fixture

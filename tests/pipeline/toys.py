@@ -224,3 +224,93 @@ class Broken(Plugin):
 
 
 TOYS: list[type[Plugin]] = [Ticks, Doubled, TickInfo, Coarse, Combined, Split, Gained]
+
+
+# -- superruns (issue 13) ---------------------------------------------------------------------
+class Pulses(Plugin):
+    """Source placed in time by the run document's ``t0``, so that runs do not overlap."""
+
+    provides = "pulses"
+    version = "1"
+    dtype = VALUE_DTYPE
+    t0 = Option(type=int, from_run="t0", help="start of the run [ns]")
+    n_partitions = Option(default=3, type=int)
+    partition_ns = Option(default=100, type=int)
+    n_per_partition = Option(default=4, type=int)
+
+    def partitions(self, run_id: str) -> list[tuple[int, int]]:
+        p = self.partition_ns
+        return [(self.t0 + i * p, self.t0 + (i + 1) * p) for i in range(self.n_partitions)]
+
+    def compute(self, start: int, end: int) -> np.ndarray:
+        count(self)
+        return ticks_numpy(start, end, self.n_per_partition)
+
+
+class PulseArea(Plugin):
+    """``pulses`` times three; does not allow superruns (a superrun's is the concatenation)."""
+
+    provides = "pulse_area"
+    depends_on = "pulses"
+    version = "1"
+    dtype = VALUE_DTYPE
+
+    def compute(self, pulses: np.ndarray, start: int, end: int) -> np.ndarray:
+        count(self)
+        out = pulses.copy()
+        out["value"] = pulses["value"] * 3
+        return out
+
+
+RUN_TAGGED_DTYPE = np.dtype([*VALUE_DTYPE.descr, ("run_len", np.int64)])
+
+
+class RunTagged(Plugin):
+    """Allows superruns: computed from the superrun's inputs, it records the length of the
+    run id it was computed for (so a superrun's own result differs from its subruns')."""
+
+    provides = "run_tagged"
+    depends_on = ("pulses", "pulse_area")
+    version = "1"
+    dtype = RUN_TAGGED_DTYPE
+    allow_superrun = True
+
+    def compute(
+        self, pulses: np.ndarray, pulse_area: np.ndarray, start: int, end: int
+    ) -> np.ndarray:
+        count(self)
+        out = np.zeros(len(pulses), dtype=RUN_TAGGED_DTYPE)
+        out["time"], out["endtime"] = pulses["time"], pulses["endtime"]
+        out["value"] = pulse_area["value"] - pulses["value"]
+        out["run_len"] = len(self.run_id or "")
+        return out
+
+
+class ExplicitTagged(RunTagged):
+    provides = "explicit_tagged"
+    save_when = SaveWhen.EXPLICIT
+
+
+class FailsFor(Plugin):
+    """Raises in compute for runs whose run document says ``fail: true``."""
+
+    provides = "fails_for"
+    depends_on = "ticks"
+    version = "1"
+    dtype = VALUE_DTYPE
+    fail = Option(type=bool, from_run="fail")
+
+    def compute(self, ticks: np.ndarray, start: int, end: int) -> np.ndarray:
+        if self.fail:
+            raise RuntimeError(f"run {self.run_id} is bad")
+        return ticks
+
+
+class AutoTicks(Ticks):
+    """Ticks with an automatic version (``version = None``)."""
+
+    provides = "auto_ticks"
+    version = None
+
+
+SUPER: list[type[Plugin]] = [Pulses, PulseArea, RunTagged, ExplicitTagged]

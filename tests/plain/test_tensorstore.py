@@ -1,8 +1,8 @@
 """What strata writes, read by tensorstore (Google's C++ Zarr v3 implementation) in a process
 that never imports strata: every committed array of every field kind, compared bit-exact.
 
-The reader finds the committed arrays from ``manifest.json`` alone (plain JSON): the attempt it
-commits, its segments and its fields.
+The reader finds the committed arrays from each key's ``zarr.json`` alone (plain JSON): its
+consolidated metadata lists exactly the committed arrays.
 """
 
 from __future__ import annotations
@@ -30,19 +30,20 @@ READER = textwrap.dedent(
     assert "strata" not in sys.modules
     root, expected = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     checked = 0
-    for manifest in sorted(root.glob("data/*/*/manifest.json")):
-        m = json.loads(manifest.read_text())
-        attempt = manifest.parent / m["attempt"]
-        for seg in m["segments"]:
-            for field, _, _ in m["dtype"]:
-                path = attempt / seg["name"] / field
-                arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}},
-                              open=True, read=True).result()
-                got = arr.read().result()
-                want = np.load(expected / f"{manifest.parent.name}-{seg['name']}-{field}.npy")
-                assert got.dtype == want.dtype, (path, got.dtype, want.dtype)
-                assert got.shape == want.shape and got.tobytes() == want.tobytes(), path
-                checked += 1
+    for commit in sorted(root.glob("data/*/*/zarr.json")):
+        nodes = json.loads(commit.read_text())["consolidated_metadata"]["metadata"]
+        for rel, node in sorted(nodes.items()):
+            if node["node_type"] != "array":
+                continue
+            _, seg, field = rel.split("/")
+            path = commit.parent / rel
+            arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}},
+                          open=True, read=True).result()
+            got = arr.read().result()
+            want = np.load(expected / f"{commit.parent.name}-{seg}-{field}.npy")
+            assert got.dtype == want.dtype, (path, got.dtype, want.dtype)
+            assert got.shape == want.shape and got.tobytes() == want.tobytes(), path
+            checked += 1
     print(checked)
     """
 )

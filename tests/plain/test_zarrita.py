@@ -36,21 +36,22 @@ READER = textwrap.dedent(
       }
     }
     for (const [key, dir] of manifests) {
-      const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
-      for (const seg of m.segments) {
-        for (const [field] of m.dtype) {
-          const store = new FileSystemStore(join(dir, m.attempt, seg.name, field));
-          const name = `${key}-${seg.name}-${field}`;
-          try {
-            const arr = await zarr.open(zarr.root(store), { kind: "array" });
-            const got = await zarr.get(arr);
-            const data = got.data;
-            const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-            writeFileSync(join(out, name + ".bin"), bytes);
-            results.push({ name, dtype: arr.dtype, shape: got.shape });
-          } catch (e) {
-            results.push({ name, error: String(e) });
-          }
+      const nodes = JSON.parse(readFileSync(join(dir, "zarr.json"), "utf8"))
+        .consolidated_metadata.metadata;
+      for (const [rel, node] of Object.entries(nodes)) {
+        if (node.node_type !== "array") continue;
+        const [, seg, field] = rel.split("/");
+        const store = new FileSystemStore(join(dir, rel));
+        const name = `${key}-${seg}-${field}`;
+        try {
+          const arr = await zarr.open(zarr.root(store), { kind: "array" });
+          const got = await zarr.get(arr);
+          const data = got.data;
+          const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+          writeFileSync(join(out, name + ".bin"), bytes);
+          results.push({ name, dtype: arr.dtype, shape: got.shape });
+        } catch (e) {
+          results.push({ name, error: String(e) });
         }
       }
     }

@@ -22,6 +22,7 @@ from tests.remote.fixtures import forget
 from tests.remote.servers import S3Server, blackhole, free_port
 
 KEY = DataKey("run_1", "records", lineage("records", threshold=1))
+NEW = DataKey("run_1", "records", lineage("records", threshold=77))
 
 
 def save(frontend, key=KEY, sizes=(300, 20, 0, 700), seed=0):
@@ -146,7 +147,9 @@ def auth_s3():
                         {
                             "Effect": "Deny",
                             "Action": "s3:PutObject",
-                            "Resource": f"arn:aws:s3:::{bucket}/*/manifest.json",
+                            # the commit of NEW: its key's own zarr.json, not those below
+                            "Resource": f"arn:aws:s3:::{bucket}/strata/data/run_1/{NEW.name}"
+                            "/zarr.json",
                         },
                     ],
                 },
@@ -245,7 +248,7 @@ def test_permission_denied_leaves_nothing_visible(auth_s3):
     server, url, users, ref = auth_s3
     admin = DirectoryFrontend(url, storage_options=server.storage_options(*users["admin"]))
     reader = DirectoryFrontend(url, storage_options=server.storage_options(*users["reader"]))
-    new = DataKey("run_1", "records", lineage("records", threshold=77))
+    new = NEW
     parts, intervals = make_run([2000, 30, 2000])
     with pytest.raises(AccessDenied, match=r"s3://.*/strata/data/run_1/records-.*AccessDenied"):
         reader.saver(new, STRAX_DTYPE).save(parts, intervals).compute()
@@ -255,7 +258,7 @@ def test_permission_denied_leaves_nothing_visible(auth_s3):
     no_commit = DirectoryFrontend(
         url, storage_options=server.storage_options(*users["no-commit"]), chunk_target_mb=0.25
     )
-    with pytest.raises(AccessDenied, match=r"manifest\.json"):
+    with pytest.raises(AccessDenied, match=rf"{NEW.name}/zarr\.json"):
         no_commit.saver(new, STRAX_DTYPE).save(parts, intervals).compute()
     assert not admin.is_stored(new)
     assert [e.key for e in admin.list()] == [KEY]
@@ -350,7 +353,7 @@ def test_secrets_never_leak(auth_s3, caplog):
     for obj in s3.list_objects_v2(Bucket=bucket)["Contents"]:
         if obj["Key"].endswith(".json"):  # manifests, run documents, zarr metadata
             seen.append(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode())
-    assert any("strata.manifest.v2" in s for s in seen)  # the manifests were checked
+    assert any("strata.manifest.v3" in s for s in seen)  # the manifests were checked
     for text in seen:
         assert secret not in text
         assert secret[::-1] not in text

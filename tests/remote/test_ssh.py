@@ -57,7 +57,7 @@ def test_parse_ssh_url():
 # -- commit primitive and atomic replacement -------------------------------------------------
 def test_exclusive_write_never_overwrites(ssh_url, ssh_options):
     fs, root = open_fs(ssh_url, ssh_options)
-    path = f"{root}/k/manifest.json"
+    path = f"{root}/k/zarr.json"
     exclusive_write(fs, path, b"first")
     with pytest.raises(FileExistsError, match="already exists: ssh://"):
         exclusive_write(fs, path, b"second")
@@ -93,7 +93,7 @@ def test_host_alias_from_ssh_config(ssh_server, tmp_path):
     try:
         ref = save(fe)
         assert fe.loader(KEY).to_numpy().tobytes() == ref.tobytes()
-        assert (tmp_path / "store" / "data" / "run_1" / KEY.name / "manifest.json").exists()
+        assert (tmp_path / "store" / "data" / "run_1" / KEY.name / "zarr.json").exists()
     finally:
         forget(url)
 
@@ -213,7 +213,7 @@ def test_secrets_never_leak(protected_server, tmp_path, caplog):
             seen += [str(e.value), repr(e.value), repr(bad)]
         seen.append(caplog.text)
         seen += [p.read_text() for p in (tmp_path / "s").rglob("*.json")]
-        assert any("strata.manifest.v2" in s for s in seen)
+        assert any("strata.manifest.v3" in s for s in seen)
         for text in seen:
             for secret in (PASSPHRASE, PASSPHRASE[::-1], "Url-Password-1"):
                 assert secret not in text

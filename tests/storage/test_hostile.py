@@ -35,9 +35,8 @@ from strata.storage import (
     StorageError,
     layout,
 )
-from strata.storage.manifest import _checksum as manifest_checksum
 from strata.storage.objects.base import _checksum as document_checksum
-from tests.helpers import PARTITION_NS, STRAX_DTYPE, lineage, make_run
+from tests.helpers import PARTITION_NS, STRAX_DTYPE, edit_commit, lineage, make_run
 from tests.objects.models import Measurement, MeasurementQuery, SimulationResult
 from tests.objects.workers import make_ancillary
 from tests.stores import FsOutOfBand
@@ -80,11 +79,7 @@ def edit_manifest(oob: FsOutOfBand, bk: str, edit: Callable[[dict[str, Any]], No
     """Apply ``edit`` to the stored manifest of ``bk`` and store it with a recomputed checksum,
     compact, as strata writes it: a forgery only the structure checks can catch.
     """
-    d = json.loads(oob.manifest(bk))
-    d.pop("checksum")
-    edit(d)
-    d["checksum"] = manifest_checksum(d)
-    oob.put_manifest(bk, json.dumps(d, sort_keys=True, separators=(",", ":")).encode())
+    oob.put_manifest(bk, edit_commit(oob.manifest(bk), edit))
 
 
 def edit_document(fs, path: str, edit: Callable[[dict[str, Any]], None]) -> None:
@@ -112,9 +107,8 @@ def rename_segment(old: str, new: str) -> Callable[[dict[str, Any]], None]:
         for s in d["segments"]:
             if s["name"] == old:
                 s["name"] = new
-        for p in d["partitions"]:  # [start, end, rows, nbytes, segment, offset]
-            if p[4] == old:
-                p[4] = new
+        segs = d["partitions"]["segment"]
+        d["partitions"]["segment"] = [new if g == old else g for g in segs]
 
     return edit
 
@@ -123,7 +117,9 @@ def rename_field(old: str, new: str) -> Callable[[dict[str, Any]], None]:
     """A manifest edit renaming field ``old`` to ``new`` everywhere the manifest names it."""
 
     def edit(d: dict[str, Any]) -> None:
-        d["dtype"] = [[new if n == old else n, b, s] for n, b, s in d["dtype"]]
+        for f in d["dtype"]:
+            if f["name"] == old:
+                f["name"] = new
         d["arrays"][new] = d["arrays"].pop(old)
         for s in d["segments"]:
             s["chunk_rows"][new] = s["chunk_rows"].pop(old)
@@ -143,14 +139,14 @@ def change_rows(partition: int, delta: int, segment_too: bool) -> Callable[[dict
 
     def edit(d: dict[str, Any]) -> None:
         itemsize = STRAX_DTYPE.itemsize
-        p = d["partitions"][partition]
-        p[2] += delta
-        p[3] += delta * itemsize
+        cols = d["partitions"]
+        cols["rows"][partition] += delta
+        cols["nbytes"][partition] += delta * itemsize
         d["rows"] += delta
         d["nbytes"] += delta * itemsize
         if segment_too:
             for s in d["segments"]:
-                if s["name"] == p[4]:
+                if s["name"] == cols["segment"][partition]:
                     s["rows"] += delta
 
     return edit

@@ -183,7 +183,7 @@ def test_commit_after_the_attempt_was_removed_raises_attempt_missing(fe, root):
     assert not fe.is_stored(KEY)
     with pytest.raises(DataNotAvailable):
         fe.loader(KEY)
-    assert not (_key_dir(root) / "manifest.json").exists()
+    assert not (_key_dir(root) / "zarr.json").exists()
     assert fe.list() == []
 
 
@@ -193,7 +193,7 @@ def test_gc_removes_old_temp_files_and_keeps_young_ones(fe, root):
     obj = fe.backend.store_object(Measurement(run_id="r1", name="m", value=1))
     dirs = {"key": _key_dir(root), "runs": root / "runs", "objects": root / "objects"}
     names = {
-        "key": "manifest.json",
+        "key": "zarr.json",
         "runs": "run_1.json",
         "objects": f"{obj}.json",
     }
@@ -251,7 +251,7 @@ def _leftovers(fe, root, n_keys: int) -> set[str]:
         for p, (s, e) in zip(parts, intervals, strict=True):
             saver.save_partition(p, s, e)  # never closed: the writer "died"
         out.add(f"data/{bk_of(key)}/{saver.attempt}")
-        tmp = _key_dir(root, key) / temp_name("manifest.json")
+        tmp = _key_dir(root, key) / temp_name("zarr.json")
         tmp.write_bytes(b"{")
         age(tmp)
         out.add(f"data/{bk_of(key)}/{tmp.name}")

@@ -60,14 +60,14 @@ def stored():
 
 
 def _files():
-    return {p for p in CountingFS.reads if not p.endswith("manifest.json")}
+    return {p for p in CountingFS.reads if not p.endswith("zarr.json")}
 
 
 def test_open_reads_only_the_manifest_and_lists_nothing(stored):
     fe, key, _ = stored
     lazy = fe.loader(key)
     assert len(CountingFS.reads) == 1
-    assert next(iter(CountingFS.reads)).endswith(f"{fe.backend.backend_key(key)}/manifest.json")
+    assert next(iter(CountingFS.reads)).endswith(f"{fe.backend.backend_key(key)}/zarr.json")
     assert CountingFS.listings == []
     # one task per stored chunk
     m = lazy.manifest

@@ -1,25 +1,23 @@
-"""The manifest: digests of every object, structure checks, size at 100,000 chunks, v1 reads."""
+"""The manifest: digests of every object, structure checks, the checksum rule, size at 100,000
+chunks, v1 and v2 manifests still read."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
 
 from strata.storage import DataCorrupted, DataKey, DirectoryFrontend
+from strata.storage.backends.zarr.arrays import array_templates, consolidated
+from strata.storage.codecs import compressors
 from strata.storage.keys import canonical_json
-from strata.storage.manifest import Digest, Manifest, Partition, Segment, _checksum
-from tests.helpers import STRAX_DTYPE, lineage, make_run
+from strata.storage.manifest import Digest, Manifest, Partition, Segment
+from tests.helpers import STRAX_DTYPE, commit_body, edit_commit, legacy_manifest, lineage, make_run
 
 KEY = DataKey("run_1", "records", lineage())
-
-
-def _resign(d: dict) -> bytes:
-    d = dict(d)
-    d.pop("checksum", None)
-    d["checksum"] = _checksum(d)
-    return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
 
 @pytest.fixture
@@ -27,7 +25,7 @@ def stored(tmp_path):
     fe = DirectoryFrontend(str(tmp_path / "store"), chunk_target_mb=0.05)
     parts, intervals = make_run([300, 5, 0, 700])
     m = fe.saver(KEY, STRAX_DTYPE).save(parts, intervals).compute()
-    path = tmp_path / "store" / "data" / fe.backend.backend_key(KEY) / "manifest.json"
+    path = tmp_path / "store" / "data" / fe.backend.backend_key(KEY) / "zarr.json"
     return fe, m, path, np.concatenate(parts)
 
 
@@ -58,37 +56,71 @@ def test_every_chunk_and_document_has_a_digest(stored):
 @pytest.mark.parametrize(
     "lie",
     [
-        lambda d: d["partitions"][0].__setitem__(2, d["partitions"][0][2] + 1),  # rows
+        lambda d: d["partitions"]["rows"].__setitem__(0, d["partitions"]["rows"][0] + 1),
         lambda d: d["segments"][0].__setitem__("rows", d["segments"][0]["rows"] + 1),
-        lambda d: d["segments"][0]["chunks"]["time"].pop(),  # a digest short
+        lambda d: d["segments"][0]["chunks"]["time"]["size"].pop(),  # a digest short
         lambda d: d["segments"][0].__setitem__("name", "../s000000"),
         lambda d: d.__setitem__("attempt", "../../../../victim"),
-        lambda d: d["partitions"][1].__setitem__(4, "s999999"),  # a segment not listed
-        lambda d: d["partitions"][-1].__setitem__(1, 2**70),  # not int64
+        lambda d: d["partitions"]["segment"].__setitem__(1, "s999999"),  # a segment not listed
+        lambda d: d["partitions"]["end"].__setitem__(-1, 2**70),  # not int64
+        lambda d: d["partitions"]["offset"].pop(),  # a column short
+        lambda d: d["segments"][0]["chunks"]["time"]["crc32c"].__setitem__(0, 1.5),  # not int
+        lambda d: d["dtype"][0].__setitem__("shape", "x"),
     ],
 )
 def test_a_lying_manifest_is_refused_even_with_its_checksum_redone(stored, lie):
     fe, _, path, _ = stored
-    d = json.loads(path.read_bytes())
-    lie(d)
-    path.write_bytes(_resign(d))
+    path.write_bytes(edit_commit(path.read_bytes(), lie))
     with pytest.raises(DataCorrupted):
         fe.loader(KEY).to_numpy()
 
 
-def test_a_format_v1_manifest_still_reads(stored):
+def test_the_checksum_rule_in_one_sentence(stored):
+    """``checksum`` is ``sha256:`` + the SHA-256 of the file's bytes with those 64 hex digits
+    replaced by ``0``: checked here with hashlib alone, and one flipped byte fails it.
+    """
+    fe, _, path, _ = stored
+    raw = path.read_bytes()
+    (digits,) = re.findall(rb'"checksum":"sha256:([0-9a-f]{64})"', raw)
+    assert hashlib.sha256(raw.replace(digits, b"0" * 64)).hexdigest().encode() == digits
+    i = raw.index(b'"writing_ended":"') + len(b'"writing_ended":"') + 3
+    path.write_bytes(raw[:i] + (b"8" if raw[i : i + 1] != b"8" else b"7") + raw[i + 1 :])
+    with pytest.raises(DataCorrupted, match="fails its checksum"):
+        fe.loader(KEY)
+
+
+def test_the_manifest_has_labelled_fields_only(stored):
+    """No positional rows: the partition table and digests are named columns."""
+    _, m, path, _ = stored
+    body = commit_body(path.read_bytes())
+    assert set(body["partitions"]) == {"start", "end", "rows", "nbytes", "segment", "offset"}
+    assert body["partitions"]["rows"] == [p.rows for p in m.partitions]
+    assert all(set(f) == {"name", "dtype", "shape"} for f in body["dtype"])
+    seg = body["segments"][0]
+    assert set(seg["chunks"]["time"]) == {"size", "crc32c"}
+    assert set(body["attempt_metadata"]) == {"size", "crc32c"}
+
+
+@pytest.mark.parametrize("fmt", ["strata.manifest.v1", "strata.manifest.v2"])
+def test_a_manifest_of_an_earlier_format_still_reads(stored, fmt):
     fe, _, path, ref = stored
-    d = json.loads(path.read_bytes())
-    d["format"] = "strata.manifest.v1"
-    for k in ("partition_columns", "attempt_metadata"):
-        d.pop(k)
-    for seg in d["segments"]:
-        seg.pop("chunks")
-        seg.pop("metadata")
-    path.write_bytes(_resign(d))
+    path.with_name("manifest.json").write_bytes(legacy_manifest(path.read_bytes(), fmt))
+    path.unlink()
     lazy = fe.loader(KEY)
-    assert not lazy.manifest.has_digests
+    assert lazy.manifest.has_digests == (fmt != "strata.manifest.v1")
+    assert lazy.manifest.format == fmt
     assert lazy.to_numpy().tobytes() == ref.tobytes()
+
+
+def test_overwriting_a_v2_key_commits_v3_and_drops_the_old_manifest(stored):
+    fe, _, path, _ = stored
+    legacy = path.with_name("manifest.json")
+    legacy.write_bytes(legacy_manifest(path.read_bytes()))
+    path.unlink()
+    parts, intervals = make_run([40, 60], seed=9)
+    fe.saver(KEY, STRAX_DTYPE, overwrite=True).save(parts, intervals).compute()
+    assert path.exists() and not legacy.exists()
+    assert fe.loader(KEY).to_numpy().tobytes() == np.concatenate(parts).tobytes()
 
 
 def test_manifest_of_100_000_chunks_opens_in_one_get():
@@ -113,7 +145,7 @@ def test_manifest_of_100_000_chunks_opens_in_one_get():
     m = Manifest(
         key=KEY,
         dtype=dtype_to_json(dtype),
-        arrays={f: {"codecs": []} for f in dtype.names},
+        arrays=array_templates(dtype, compressors("zstd")),
         attempt="a20260101T000000000000Z_000000000000",
         partitions=parts,
         segments=segs,
@@ -121,9 +153,14 @@ def test_manifest_of_100_000_chunks_opens_in_one_get():
         writing_ended="2026-01-01T00:00:01+00:00",
         attempt_metadata=Digest(1, 1),
     )
-    raw = m.to_bytes()
-    print(f"\n[manifest size] 100,000 chunks in 1,000 segments: {len(raw) / 1e6:.2f} MB")
-    assert len(raw) < 8e6  # one GET
+    meta = consolidated(m)
+    raw = m.to_document(meta)
+    bare = len(json.dumps(m.to_dict(), separators=(",", ":")))
+    print(
+        f"\n[commit size] 100,000 chunks in 1,000 segments: {len(raw) / 1e6:.2f} MB "
+        f"(manifest {bare / 1e6:.2f} MB, consolidated metadata of {len(meta)} nodes the rest)"
+    )
+    assert len(raw) < 16e6  # one GET
     back = Manifest.from_bytes(raw, "test")
     assert sum(len(d) for s in back.segments for d in s.chunks.values()) == 100_000
     assert canonical_json(back.to_dict()) == canonical_json(m.to_dict())

@@ -23,9 +23,10 @@ from strata.storage import (
     ZarrBackend,
     verify,
 )
-from strata.storage.manifest import _checksum
-from tests.helpers import STRAX_DTYPE, lineage, make_run
+from tests.helpers import STRAX_DTYPE, edit_commit, legacy_manifest, lineage, make_run
 from tests.stores import FsOutOfBand
+
+V1 = "strata.manifest.v1"
 
 CHUNK_MB = 0.25  # 1000 rows: one chunk of each scalar field, two of `data` (110 floats)
 
@@ -63,17 +64,13 @@ def _attempt_dir(url: str, key: DataKey) -> Path:
 
 
 def _manifest_path(url: str, key: DataKey) -> Path:
-    return Path(url) / "data" / _bk(key) / "manifest.json"
+    return Path(url) / "data" / _bk(key) / "zarr.json"
 
 
 def _edit_manifest(url: str, key: DataKey, edit) -> None:
     """Edit the stored manifest of ``key`` and store it with a recomputed checksum."""
     path = _manifest_path(url, key)
-    doc = json.loads(path.read_bytes())
-    doc.pop("checksum")
-    edit(doc)
-    doc["checksum"] = _checksum(doc)
-    path.write_text(json.dumps(doc))
+    path.write_bytes(edit_commit(path.read_bytes(), edit))
 
 
 def _cli(url: str, *args: str):
@@ -209,8 +206,7 @@ def test_deleted_attempt_is_one_problem(fe, url):
 def test_manifest_edited_with_recomputed_checksum(fe, url):
     # a digest the stored chunk does not have: the manifest still parses
     def edit(doc):
-        flat = doc["segments"][1]["chunks"]["channel"]  # [size, crc32c, ...]
-        flat[1] ^= 0x5A5A
+        doc["segments"][1]["chunks"]["channel"]["crc32c"][0] ^= 0x5A5A
 
     _edit_manifest(url, _key("a"), edit)
     (problem,) = _report(verify(url), _key("a")).problems
@@ -220,7 +216,7 @@ def test_manifest_edited_with_recomputed_checksum(fe, url):
 
 def test_manifest_edited_against_its_structure(fe, url):
     def edit(doc):
-        doc["partitions"][0][2] += 1  # rows that its segment does not hold
+        doc["partitions"]["rows"][0] += 1  # rows that its segment does not hold
 
     _edit_manifest(url, _key("b"), edit)
     a, b = verify(url)
@@ -233,7 +229,7 @@ def test_manifest_edited_against_its_structure(fe, url):
 
 def test_damaged_manifest_among_good_keys(fe, url):
     _save(fe, _key("c"))
-    _manifest_path(url, _key("b")).write_bytes(b'{"format": "strata.manifest.v2", "segm')
+    _manifest_path(url, _key("b")).write_bytes(b'{"zarr_format": 3, "attributes": {"str')
     reports = verify(url)
     assert [r.ok for r in reports] == [True, False, True]  # a, b, c: the others still verified
     assert all(r.objects == 29 for r in reports if r.ok)
@@ -276,17 +272,15 @@ def test_many_problems_are_printed_up_to_the_limit(fe, url):
 
 
 # -- format v1: no digests ----------------------------------------------------------------------
-def _as_v1(doc):
-    doc["format"] = "strata.manifest.v1"
-    for key in ("attempt_metadata", "partition_columns"):
-        doc.pop(key, None)
-    for seg in doc["segments"]:
-        seg.pop("chunks", None)
-        seg.pop("metadata", None)
+def _as_v1(url: str, key: DataKey) -> None:
+    """Replace the commit of ``key`` with a format v1 ``manifest.json`` of the same content."""
+    path = _manifest_path(url, key)
+    path.with_name("manifest.json").write_bytes(legacy_manifest(path.read_bytes(), V1))
+    path.unlink()
 
 
 def test_v1_manifest_is_a_note_not_a_failure(fe, url):
-    _edit_manifest(url, _key("a"), _as_v1)
+    _as_v1(url, _key("a"))
     r = _report(verify(url), _key("a"))
     assert r.ok and r.objects == 29
     (note,) = r.notes
@@ -296,7 +290,7 @@ def test_v1_manifest_is_a_note_not_a_failure(fe, url):
 
 
 def test_v1_manifest_checks_each_chunks_own_crc32c(fe, url):
-    _edit_manifest(url, _key("a"), _as_v1)
+    _as_v1(url, _key("a"))
     chunk = _attempt_dir(url, _key("a")) / "s000000" / "area" / "c" / "0"
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2] ^= 0x01
@@ -310,7 +304,7 @@ def test_v1_manifest_checks_each_chunks_own_crc32c(fe, url):
 
 
 def test_v1_manifest_checks_array_rows(fe, url):
-    _edit_manifest(url, _key("a"), _as_v1)
+    _as_v1(url, _key("a"))
     meta = _attempt_dir(url, _key("a")) / "s000001" / "time" / "zarr.json"
     doc = json.loads(meta.read_bytes())
     doc["shape"] = [999]

@@ -73,7 +73,7 @@ def test_key_directory_equals_loader_field_by_field(local):
     assert ds.attrs["lineage"] == canonical_json(KEY.lineage)
     assert json.loads(ds.attrs["lineage"]) == json.loads(canonical_json(KEY.lineage))
     # a trailing slash and the manifest's own path name the same key
-    ds2 = xr.open_dataset(_key_url(root) + "/manifest.json", engine="strata")
+    ds2 = xr.open_dataset(_key_url(root) + "/zarr.json", engine="strata")
     np.testing.assert_array_equal(ds2["channel"].values, ref["channel"])
 
 
@@ -177,7 +177,7 @@ def test_opening_reads_the_manifest_only():
     CountingFS.reset()
     ds = xr.open_dataset(_key_url(root), engine="strata")
     assert len(CountingFS.reads) == 1
-    assert next(iter(CountingFS.reads)).endswith(f"{KEY.run_id}/{KEY.name}/manifest.json")
+    assert next(iter(CountingFS.reads)).endswith(f"{KEY.run_id}/{KEY.name}/zarr.json")
     assert sum(CountingFS.reads.values()) == 1
     assert CountingFS.listings == []
     assert ds.sizes["row"] == len(ref)

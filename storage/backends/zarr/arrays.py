@@ -16,13 +16,63 @@ from ...manifest import Manifest, Segment
 from .dtypes import NUMPY_DTYPE, is_mapped, needs_mapping, storage_dtype
 
 __all__ = [
+    "ATTEMPT_RULE",
     "array_meta",
+    "attempt_attributes",
     "array_templates",
     "chunk_bounds",
+    "consolidated",
     "dim_names",
     "segment_array_meta",
     "stored_shape",
 ]
+
+
+ATTEMPT_RULE = (
+    "An attempt of a save. Its data is committed only if the zarr.json of the folder above "
+    "names it (attributes.strata.attempt) and lists it in its consolidated metadata; open that "
+    "group, not this folder."
+)
+"""The rule every attempt group states in its attributes, for readers that walk folders."""
+
+
+def attempt_attributes(key: Any, attempt: str) -> dict[str, Any]:
+    """The attributes of an attempt's group: its key, its name and :data:`ATTEMPT_RULE`."""
+    return {"strata": {"key": key.to_dict(), "attempt": attempt, "rule": ATTEMPT_RULE}}
+
+
+def consolidated(m: Manifest) -> dict[str, Any]:
+    """The consolidated metadata of a commit: path below the key -> ``zarr.json`` document of
+    the committed attempt's group, its segment groups and their arrays, exactly as written.
+    """
+    from ... import _zarr
+
+    out: dict[str, Any] = {
+        m.attempt: _zarr.node_document(_zarr.group_metadata(attempt_attributes(m.key, m.attempt)))
+    }
+    segment_group = _zarr.node_document(_zarr.group_metadata({}))
+    # one zarr round trip per field (normalised documents), then only shape and chunks change
+    normal = {}
+    for f in m.arrays:
+        tpl = m.arrays[f]
+        doc = _zarr.node_document(
+            _zarr.metadata_from_dict(_with_shape(tpl, 0, 1, stored_shape(tpl, m.np_dtype[f])))
+        )
+        normal[f] = doc
+    dtype = m.np_dtype
+    for seg in m.segments:
+        out[f"{m.attempt}/{seg.name}"] = segment_group
+        for f, doc in normal.items():
+            shape = stored_shape(m.arrays[f], dtype[f])
+            out[f"{m.attempt}/{seg.name}/{f}"] = {
+                **doc,
+                **{
+                    k: v
+                    for k, v in _with_shape(doc, seg.rows, seg.chunk_rows[f], shape).items()
+                    if k in ("shape", "chunk_grid")
+                },
+            }
+    return out
 
 
 def dim_names(field: str, extra: int) -> list[str]:

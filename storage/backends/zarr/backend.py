@@ -34,7 +34,7 @@ from ...lazy import LazyData
 from ...manifest import Manifest
 from ...objects.fsstore import FsObjectStore  # stored objects: see that module
 from ..base import StorageBackend
-from .arrays import array_templates
+from .arrays import array_templates, consolidated
 from .read import build_loader
 from .write import ZarrSaver
 
@@ -248,21 +248,26 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         return layout.parse_backend_key(backend_key)
 
     # -- metadata ---------------------------------------------------------------------------
-    def _manifest_where(self, backend_key: str) -> str:
-        return f"{redact_url(self.url)}/{self.layout.rel(self.layout.manifest(backend_key))}"
+    def _manifest_where(self, path: str) -> str:
+        return f"{redact_url(self.url)}/{self.layout.rel(path)}"
+
+    def _read_commit(self, backend_key: str) -> tuple[str, bytes]:
+        """The path and bytes of the commit document of ``backend_key``: its ``zarr.json``,
+        else (a key committed before format v3) its ``manifest.json``.
+        """
+        for path in (self.layout.commit(backend_key), self.layout.legacy_manifest(backend_key)):
+            if self.is_local and os.path.lexists(path):
+                self._checked(path)
+            try:
+                return path, bytes(self.fs.cat_file(path))
+            except FileNotFoundError:
+                continue
+        raise DataNotAvailable(f"nothing committed at {backend_key!r} in {redact_url(self.url)}")
 
     def get_metadata(self, backend_key: str) -> Manifest:
-        """Read and verify the manifest of ``backend_key``."""
-        path = self.layout.manifest(backend_key)
-        if self.is_local and os.path.lexists(path):
-            self._checked(path)
-        try:
-            raw = self.fs.cat_file(path)
-        except FileNotFoundError:
-            raise DataNotAvailable(
-                f"nothing committed at {backend_key!r} in {redact_url(self.url)}"
-            ) from None
-        where = self._manifest_where(backend_key)
+        """Read and verify the manifest of ``backend_key`` (from its commit document)."""
+        path, raw = self._read_commit(backend_key)
+        where = self._manifest_where(path)
         m = Manifest.from_bytes(raw, where)
         run_id, data_type, h = self.parse_backend_key(backend_key)
         if (m.key.run_id, m.key.data_type, m.key.lineage_hash) != (run_id, data_type, h):
@@ -351,11 +356,22 @@ class ZarrBackend(FsObjectStore, StorageBackend):
     def _remove_key_dir_if_empty(self, backend_key: str) -> None:
         d = self.layout.key_dir(backend_key)
         self._invalidate(d)
-        if not self.fs.exists(self.layout.manifest(backend_key)) and not self._ls_names(d):
+        if not self._ls_names(d):
             try:
                 self.fs.rmdir(d)
             except (FileNotFoundError, OSError):
                 pass
+
+    def _remove_legacy_manifest(self, backend_key: str) -> None:
+        """Remove a ``manifest.json`` of format v1/v2 that a v3 commit replaced (best effort:
+        the ``zarr.json`` is read first anyway).
+        """
+        try:
+            self.fs.rm_file(self.layout.legacy_manifest(backend_key))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            logger.debug("could not remove the legacy manifest of %s: %s", backend_key, e)
 
     def restore(self, backend_key: str, manifest: Manifest) -> None:
         """Commit ``manifest`` (an earlier commit whose attempt still exists) again, replacing
@@ -371,8 +387,15 @@ class ZarrBackend(FsObjectStore, StorageBackend):
             current: Manifest | None = self.get_metadata(backend_key)
         except (DataNotAvailable, DataCorrupted):
             current = None
-        atomic_write(self.fs, self.layout.manifest(backend_key), manifest.to_bytes())
+        if not manifest.has_digests:
+            raise DataCorrupted(
+                f"cannot restore {manifest.key}: its manifest ({manifest.format}) has no "
+                "object digests to commit again; save the data again instead"
+            )
+        document = manifest.to_document(consolidated(manifest))
+        atomic_write(self.fs, self.layout.commit(backend_key), document)
         self._invalidate(self.layout.key_dir(backend_key))
+        self._remove_legacy_manifest(backend_key)
         if current is not None and current.attempt != manifest.attempt:
             self._remove_attempt(backend_key, current.attempt)
         self._index_array(backend_key, manifest)
@@ -382,10 +405,15 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         self._check_writable(f"remove {backend_key}")
         d = self.layout.key_dir(backend_key)
         self._unindex_array(backend_key)  # stored-object index first (FsObjectStore)
-        try:
-            self.fs.rm_file(self.layout.manifest(backend_key))
-        except FileNotFoundError:
-            raise DataNotAvailable(f"nothing committed at {backend_key!r}") from None
+        gone = 0
+        for path in (self.layout.commit(backend_key), self.layout.legacy_manifest(backend_key)):
+            try:
+                self.fs.rm_file(path)
+                gone += 1
+            except FileNotFoundError:
+                pass
+        if not gone:
+            raise DataNotAvailable(f"nothing committed at {backend_key!r}")
         self._invalidate(d)
         for name in self._ls_names(d):
             if layout.is_attempt(name):
@@ -467,7 +495,9 @@ class ZarrBackend(FsObjectStore, StorageBackend):
             live_started = layout.attempt_started(live.attempt) if live is not None else None
             for name in self._ls_names(d):
                 path = f"{d}/{name}"
-                if name == layout.MANIFEST or (live is not None and name == live.attempt):
+                if name in (layout.COMMIT, layout.MANIFEST) or (
+                    live is not None and name == live.attempt
+                ):
                     continue
                 if self.is_local and os.path.islink(path):
                     logger.warning("gc: %s is a symbolic link; not following it", path)

@@ -24,7 +24,7 @@ from ...keys import DataKey
 from ...manifest import Digest, Manifest, Partition, Segment, now_iso
 from ...records import dtype_to_json
 from ...saver import Saver
-from .arrays import chunk_bounds, segment_array_meta
+from .arrays import attempt_attributes, chunk_bounds, consolidated, segment_array_meta
 from .dtypes import is_mapped, to_storage
 
 if TYPE_CHECKING:
@@ -68,6 +68,12 @@ class ZarrSaver(Saver):
             descriptions=helps if isinstance(helps, dict) else None,
             units=units if isinstance(units, dict) else None,
         )
+        self._leased = False  # whether this copy of the saver has written the lease
+        self._committed_here = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy sent to a worker writes its own first lease before any data
+        return {**self.__dict__, "_leased": False, "_committed_here": False}
 
     def _chunk_rows(self, row_bytes: int, rows: int) -> int:
         max_rows = max(1, self.chunk_target_bytes // max(1, row_bytes))
@@ -90,8 +96,24 @@ class ZarrSaver(Saver):
     def touch_lease(self) -> None:
         """Renew this attempt's lease: gc leaves an attempt alone while its lease is younger
         than its min-age. Written as the save writes, and by a heartbeat while it computes.
+        The lease is also the attempt's "not committed" marker: once this saver committed,
+        it is not renewed any more.
         """
-        _zarr.run(self._put_lease())
+        if not self._committed_here:
+            _zarr.run(self._put_lease())
+
+    def release_lease(self) -> None:
+        """Remove the lease if this attempt is committed (the commit removes it too; this
+        catches a renewal by a heartbeat that raced the commit). Best effort.
+        """
+        try:
+            if self.backend.get_metadata(self.backend_key).attempt != self.attempt:
+                return
+            self.backend.fs.rm_file(self.backend.layout.lease(self.backend_key, self.attempt))
+        except (FileNotFoundError, DataNotAvailable, DataCorrupted):
+            pass
+        except OSError as e:
+            logger.debug("could not remove the lease of %s: %s", self.key, e)
 
     async def _put_lease(self) -> None:
         body = json.dumps({"attempt": self.attempt, "renewed": now_iso()}).encode()
@@ -137,7 +159,12 @@ class ZarrSaver(Saver):
             return f, list(digests), md
 
         async def write() -> tuple[Digest, list[tuple[str, list[Digest], Digest]]]:
-            # the lease is renewed with every segment, in the same round trip
+            # The lease marks the attempt as not committed: this copy of the saver writes it
+            # before its first data (a save killed at once leaves the marker too), then renews
+            # it with every segment, in the same round trip.
+            if not self._leased:
+                await self._put_lease()
+                self._leased = True
             _, group, *arrays = await asyncio.gather(
                 self._put_lease(),
                 _put_node(store, gpath, _zarr.group_metadata({})),
@@ -157,7 +184,10 @@ class ZarrSaver(Saver):
 
     def _commit(self, partitions: list[Partition], segments: list[Segment]) -> Manifest:
         b = self.backend
-        attrs = {"strata": {"key": self.key.to_dict(), "attempt": self.attempt}}
+        if not segments:
+            # an empty data type is still a Zarr array of every field: one segment of 0 rows
+            segments = [self._write_segment(layout.segment_name(0), self.dtype_empty())]
+        attrs = attempt_attributes(self.key, self.attempt)
 
         async def prepare() -> Digest:
             _, digest = await asyncio.gather(
@@ -180,15 +210,18 @@ class ZarrSaver(Saver):
             strata_version=__version__,
             attempt_metadata=group,
         )
+        document = manifest.to_document(consolidated(manifest))
         d = b.layout.key_dir(self.backend_key)
+        replaced = self._replaced_attempt() if self.overwrite else None
         b._invalidate(d)
-        path = b.layout.manifest(self.backend_key)
+        path = b.layout.commit(self.backend_key)
         try:
             try:
                 result, committed = commit_manifest(
                     b.fs,
                     path,
                     manifest,
+                    document,
                     overwrite=self.overwrite,
                     read_committed=self._read_committed,
                     policy=self.lost_race,
@@ -205,8 +238,8 @@ class ZarrSaver(Saver):
         if result is CommitResult.LOST_RACE:
             self.abort()
             return committed
-        # an overwritten attempt stays for readers that opened its manifest: gc removes it
-        # after the grace period (storage.commit)
+        self._committed_here = True
+        self._after_commit(replaced)
         # as a stored object (FsObjectStore); idempotent, so a rerun commit finishes it too
         b._index_array(self.backend_key, committed)
         if result is CommitResult.COMMITTED:
@@ -214,6 +247,39 @@ class ZarrSaver(Saver):
                 "committed %s (%d rows, %d segments)", self.key, manifest.rows, len(segments)
             )
         return committed
+
+    def dtype_empty(self) -> np.ndarray:
+        """No records of this saver's dtype."""
+        return np.zeros(0, self.dtype)
+
+    def _replaced_attempt(self) -> str | None:
+        """The attempt an overwrite is about to replace (``None`` if nothing is committed)."""
+        try:
+            return self.backend.get_metadata(self.backend_key).attempt
+        except (DataNotAvailable, DataCorrupted):
+            return None
+
+    def _after_commit(self, replaced: str | None) -> None:
+        """Markers once committed: the lease goes (this attempt is committed now); the
+        attempt an overwrite replaced gets ``strata.superseded`` (gc removes it after the
+        grace period); a ``manifest.json`` of format v1/v2 goes. Best effort: the commit
+        document alone decides what is committed.
+        """
+        b, lay = self.backend, self.backend.layout
+        try:
+            b.fs.rm_file(lay.lease(self.backend_key, self.attempt))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            logger.debug("could not remove the lease of %s: %s", self.key, e)
+        if replaced is not None and replaced != self.attempt:
+            body = json.dumps({"superseded_by": self.attempt, "at": now_iso()}).encode()
+            try:
+                b.fs.pipe_file(lay.superseded(self.backend_key, replaced), body)
+            except OSError as e:
+                logger.debug("could not mark %s superseded: %s", replaced, e)
+        if self.overwrite:
+            b._remove_legacy_manifest(self.backend_key)
 
     def _check_segments_exist(self, segments: list[Segment]) -> None:
         """Refuse to commit an attempt whose segments are gone (collected by a gc that took
