@@ -3,7 +3,10 @@
 The catalog stores, per committed key: run id, data type, lineage (canonical JSON) and its hash,
 a summary of the manifest (rows, bytes, time span, partitions, dtype, metadata), a state, and
 one location per backend that holds a copy (the same data may be on local disk and in S3).
-Run-level metadata documents live in it too. Payloads stay in the backends (Zarr over fsspec).
+Run-level metadata documents live in it too, with their modes and tag names in two label
+tables written in the same transaction, which run queries filter on (strax's
+``select_runs``: patterns evaluated by the database). Payloads stay in the backends (Zarr over
+fsspec).
 
 Lookups use indexes only:
 
@@ -691,7 +694,9 @@ class SQLFrontend(StorageFrontend):
     """A catalog in a SQL database (SQLAlchemy): SQLite by default, PostgreSQL when shared.
 
     Run queries (:meth:`query_runs`, behind ``scan_runs`` / ``select_runs``) are evaluated in
-    the database with its JSON functions: only the selected runs' requested fields leave it.
+    the database: the filters read the run label tables (each document's modes and tag names,
+    written with it), and the database parses only the selected documents, to project the
+    requested fields with its JSON functions.
 
     Parameters
     ----------
