@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import ClusterError, NoUsableWorkers, SchedulerUnreachable
+from .errors import ClusterError, InvalidRequest, NoUsableWorkers, SchedulerUnreachable
 
 __all__ = [
     "CORE_MODULES",
@@ -86,7 +86,7 @@ def worker_timeout_from_env(default: float = DEFAULT_WORKER_TIMEOUT) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(
+        raise InvalidRequest(
             f"{WORKER_TIMEOUT_ENV}={raw!r} is not a number of seconds (use e.g. 60, or inf)"
         ) from None
     return _check_timeout(value, WORKER_TIMEOUT_ENV)
@@ -94,7 +94,7 @@ def worker_timeout_from_env(default: float = DEFAULT_WORKER_TIMEOUT) -> float:
 
 def _check_timeout(value: float, what: str) -> float:
     if not value > 0:  # also rejects nan
-        raise ValueError(f"{what} must be a positive number of seconds (or inf), not {value!r}")
+        raise InvalidRequest(f"{what} must be a positive number of seconds (or inf), not {value!r}")
     return value
 
 
@@ -379,7 +379,7 @@ def connect(
 
     timeout = _check_timeout(timeout, "the worker timeout")
     if (address is None) == (scheduler_file is None):
-        raise ValueError("give a scheduler address or a scheduler file, exactly one")
+        raise InvalidRequest("give a scheduler address or a scheduler file, exactly one")
     deadline = time.monotonic() + timeout
     where = address if address is not None else f"the address in {scheduler_file}"
     client_kwargs.setdefault("set_as_default", False)

@@ -1,42 +1,52 @@
-"""The storage benchmark's cases: strata against strax, raw Zarr and the codec limit.
+"""The storage benchmark's cases: strata against the tools users would pick instead.
 
 One run generates strax-like records deterministically (fields ``time`` int64, ``length``
 int32, ``dt`` int16, ``channel`` int16, ``area`` float32, ``data`` float32[110]: 460 bytes a
 record; waveforms of baseline noise N(0, 1.5) plus one or two Gaussian pulses, rounded to
-integer counts, zero beyond ``length``), about 1 GB in 20 equal partitions by default, and
-measures on that data, each case in a fresh Python process:
+integer counts, zero beyond ``length``), about 300 MB in 10 equal partitions by default. Each
+case below runs in a fresh Python process (``case_worker.py``, its JSON spec on stdin), on
+local disk and, where it says so, on S3 (moto behind :mod:`latency_proxy`, see :mod:`s3_env`):
 
 ``strata``
     ``Context.make`` of a source plugin whose ``compute`` returns the pre-generated partition
     (write), ``Context.get_array`` back (read), reads of ``fields=["area"]``,
     ``fields=["data"]`` and of a 10% ``time_range``, and the storage layer's own reader
-    (``frontend.loader(key).to_numpy()``, which decodes into one preallocated array).
-``strax-<compressor>``
-    strax's ``DataDirectory`` through a strax Context with a plugin returning the same
-    partitions (``make`` then ``get_array``; strax's defaults otherwise), for each compressor
-    and ``max_workers``.
+    (``frontend.loader(key).to_numpy()``). Local and S3.
 ``zarr``
     ``dask.array.to_zarr`` of the same per-field arrays into new arrays with strata's codecs,
     chunk shapes and ``write_empty_chunks``, and ``dask.array.from_zarr`` back, assembled into
-    the same structured array.
+    the same structured array; a time range reads ``time`` whole, then slices. Local and S3.
+``parquet``
+    pyarrow: one file, zstd, one row group per partition, ``data`` as a fixed-size list
+    column; ``pq.read_table`` back (``columns=``, ``filters=`` on ``time``), assembled into the
+    same structured array. On S3 through pyarrow's own S3 filesystem. Local and S3.
+``icechunk``
+    The same Zarr arrays as ``zarr`` written through an Icechunk session (one commit) into a
+    repository created before the timed part, and read back through a read-only session
+    (opening the repository is timed). Local and S3.
+``strax-<compressor>``
+    strax's ``DataDirectory`` through a strax Context with a plugin returning the same
+    partitions, for each compressor and ``max_workers``. Local only.
 ``codec``
     strata's codec chain alone, in memory, over the same chunks on a thread per core: the limit.
+``pagefault``
+    What a fresh output array costs on this machine: ``np.empty`` of the run's size with every
+    page touched, against the same writes into an array already mapped.
 ``strata-stream``
     ``Context.make`` of a run whose partitions are generated inside the plugin (the run never
     exists in memory at once): its peak memory, in partitions.
 
 Each case process first makes and reads a tiny run with the same system (imports, thread
-pools, numba compilation are one-time costs), loads the input, then times one operation.
-Data generation and loading the input are never timed. Throughput is uncompressed bytes
-over wall time (CPU seconds are in the JSON). With ``repeat`` rounds, every case runs once
-per round, rounds interleaved, and the fastest is kept. Peak memory is the largest resident
-set size (psutil, sampled every 5 ms in the case's own process) while the timed operation
-runs; "+MB" is that peak less the resident size just before it (for writes, the input
-partitions are already in memory). Reads come from the page cache (the data was just
-written): they measure decoding and assembly, not the disk.
-
-Run it as ``python tests/benchmarks/bench_storage.py``; a case alone runs as
-``python tests/benchmarks/storage_cases.py`` with its JSON spec on stdin.
+pools, numba compilation, connection pools are one-time costs; strata's tiny run, ``warm``,
+goes into the same store as the timed one, so its filesystem, cached by URL, is warm too),
+loads the input, then times one operation. Data generation and loading the input are never timed. Throughput is
+uncompressed bytes over wall time (CPU seconds are in the JSON). Peak memory is the largest
+resident set size (psutil, sampled every 5 ms) while the timed operation runs; "+MB" is that
+peak less the resident size just before it; the process's lifetime peak (``ru_maxrss``) is in
+the JSON. Bytes fetched: on S3 the response bodies the proxy passed; locally the bytes the
+process read through ``read``-family system calls (``rchar`` of ``/proc/self/io``) while the
+operation ran. Local reads come from the page cache (the data was just written): they measure
+decoding and assembly, not the disk. Every read is checked against the input afterwards.
 """
 
 from __future__ import annotations
@@ -45,14 +55,11 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +69,15 @@ from strata.pipeline.options import Option
 from strata.pipeline.plugin import Plugin
 
 __all__ = [
+    "CASES",
+    "DATA_TYPE",
+    "PARTITION_NS",
     "RECORD_DTYPE",
-    "SKIPPABLE",
-    "BenchConfig",
-    "main",
+    "ROW_MULTIPLE",
+    "RUN_ID",
     "make_partition",
-    "print_results",
-    "run_bench",
+    "rows_per_partition",
+    "worker_main",
 ]
 
 SAMPLES = 110
@@ -165,91 +174,30 @@ class BenchRecords(Plugin):
         return make_partition(i, int(self.config["rows"]), int(self.config["seed"]))
 
 
-# -- configuration and results -----------------------------------------------------------------
-@dataclass
-class BenchConfig:
-    """What to measure.
-
-    Attributes
-    ----------
-    size_mb
-        Uncompressed size of the run in MB (1e6 bytes).
-    partitions
-        Partitions of the run (equal rows).
-    seed
-        Random seed of the data.
-    workdir
-        Where input, stored data and results go (default: a new temporary directory,
-        removed afterwards unless ``keep``).
-    compressor, chunk_target_mb
-        strata's compressor preset and chunk size (``None``: strata's defaults).
-    strax_compressors
-        strax compressors to measure (``bz2`` is slow: not by default).
-    strax_workers
-        strax ``max_workers`` values to measure for each compressor.
-    stream_partitions
-        Partitions of the streaming-memory run (generated inside the plugin).
-    repeat
-        Rounds of every case; the best throughput of each is reported (memory: the largest).
-    keep
-        Keep the work directory.
-    skip
-        Groups of cases not to run (see :data:`SKIPPABLE`).
-
-    """
-
-    size_mb: float = 1000.0
-    partitions: int = 20
-    seed: int = 0
-    workdir: str | None = None
-    compressor: str | None = None
-    chunk_target_mb: float | None = None
-    strax_compressors: tuple[str, ...] = ("blosc", "zstd", "lz4")
-    strax_workers: tuple[int, ...] = (1, 2)
-    stream_partitions: int = 10
-    repeat: int = 1
-    keep: bool = False
-    skip: tuple[str, ...] = ()
-
-    @property
-    def rows(self) -> int:
-        """Rows per partition."""
-        return rows_per_partition(self.size_mb, self.partitions)
-
-    @property
-    def nbytes(self) -> int:
-        """Uncompressed bytes of the run."""
-        return self.rows * self.partitions * RECORD_DTYPE.itemsize
-
-
-@dataclass
-class CaseResult:
-    """One measured operation."""
-
-    system: str
-    setting: str
-    operation: str
-    nbytes: int
-    seconds: float
-    peak_rss_mib: float
-    delta_rss_mib: float
-    cpu_seconds: float = math.nan
-    stored_bytes: int | None = None
-    objects: int | None = None
-    rows: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def mb_per_s(self) -> float:
-        """Uncompressed MB (1e6 bytes) per second."""
-        return self.nbytes / 1e6 / self.seconds if self.seconds > 0 else math.inf
-
-
 # -- measuring inside a case process -----------------------------------------------------------
+def _io_read_bytes() -> int | None:
+    """Bytes this process has read through read-family system calls (``rchar``), if known."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("rchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _process_peak_mib() -> float:
+    """The resident set size high-water mark of this process so far (``ru_maxrss``), MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 @contextmanager
-def _measure() -> Iterator[dict[str, float]]:
+def _measure() -> Iterator[dict[str, Any]]:
     """Time the block and sample the process's resident set size while it runs."""
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     try:
         import psutil
 
@@ -269,6 +217,7 @@ def _measure() -> Iterator[dict[str, float]]:
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
+    read0 = _io_read_bytes()
     c0 = time.process_time()
     t0 = time.perf_counter()
     try:
@@ -276,11 +225,99 @@ def _measure() -> Iterator[dict[str, float]]:
     finally:
         out["seconds"] = time.perf_counter() - t0
         out["cpu_seconds"] = time.process_time() - c0
+        read1 = _io_read_bytes()
         stop.set()
         t.join()
         peak[0] = max(peak[0], rss())
         out["peak_rss_mib"] = peak[0] / 2**20
         out["delta_rss_mib"] = (peak[0] - base) / 2**20
+        out["process_peak_mib"] = _process_peak_mib()
+        if read0 is not None and read1 is not None:
+            out["bytes_read"] = read1 - read0
+
+
+class _ThreadProfiles:
+    """cProfile in every thread of the process: the main thread's and each thread started
+    after :meth:`install` (Dask's workers, zarr's event loop, asyncio's executor). Install it
+    before anything starts a thread pool.
+    """
+
+    def __init__(self) -> None:
+        self.profiles: list[Any] = []
+        self.lock = threading.Lock()
+
+    def install(self) -> _ThreadProfiles:
+        import cProfile
+
+        def hook(frame: Any, event: str, arg: Any) -> None:
+            p = cProfile.Profile()
+            with self.lock:
+                self.profiles.append(p)
+            sys.setprofile(None)
+            p.enable()  # from the thread itself: cProfile profiles the calling thread
+
+        threading.setprofile(hook)
+        main = cProfile.Profile()
+        self.profiles.append(main)
+        main.enable()
+        return self
+
+    def clear(self) -> None:
+        """Forget what was collected so far (the warm-up)."""
+        with self.lock:
+            for p in self.profiles:
+                p.clear()
+
+    def dump(self, path: str) -> None:
+        """Write the merged statistics of every thread to ``path`` (pstats format)."""
+        import pstats
+
+        threading.setprofile(None)
+        sys.setprofile(None)
+        with self.lock:
+            profiles = list(self.profiles)
+        stats = pstats.Stats(profiles[0])
+        for p in profiles[1:]:
+            try:
+                stats.add(p)
+            except (TypeError, ValueError):  # a thread that never ran a profiled call
+                continue
+        stats.dump_stats(path)
+
+
+_PROFILE: _ThreadProfiles | None = None
+"""The case process's profiler (only when its spec asks for a profile)."""
+
+
+def _is_s3(spec: dict[str, Any]) -> bool:
+    return bool(spec.get("where", "local") != "local")
+
+
+@contextmanager
+def _timed(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """:func:`_measure` the block; on S3 also count its requests at the proxy (in the
+    returned dict's ``s3``; ``s3_log``: every request, when the spec asks for it).
+    ``bytes_fetched``: response bodies on S3, bytes read by system calls locally.
+    """
+    if _PROFILE is not None:
+        _PROFILE.clear()
+    if _is_s3(spec):
+        from latency_proxy import counted
+
+        with counted(spec["endpoint"]) as net:
+            with _measure() as m:
+                yield m
+        log = net.pop("log", [])
+        m["s3"] = net
+        if spec.get("keep_log"):
+            m["s3_log"] = log
+        m["bytes_fetched"] = net["bytes_down"]
+    else:
+        with _measure() as m:
+            yield m
+        m["bytes_fetched"] = m.get("bytes_read")
+    if _PROFILE is not None and spec.get("profile"):
+        _PROFILE.dump(spec["profile"])
 
 
 def _tree_stats(path: str | Path) -> tuple[int, int]:
@@ -298,6 +335,33 @@ def _load_input(spec: dict[str, Any]) -> list[np.ndarray]:
     return [np.load(d / f"part-{i:04d}.npy") for i in range(spec["partitions"])]
 
 
+def _expected(spec: dict[str, Any]) -> np.ndarray:
+    """What a read of ``spec`` must return (the input, time range applied)."""
+    full = np.concatenate(_load_input(spec))
+    if spec.get("time_range"):
+        t0, t1 = spec["time_range"]
+        full = full[(full["time"] >= t0) & (full["time"] < t1)]
+    return full
+
+
+def _checked(spec: dict[str, Any], arr: np.ndarray) -> dict[str, Any]:
+    """``nbytes`` and ``rows`` of a read, after checking it against the input."""
+    exp = _expected(spec)
+    names = list(spec.get("fields") or RECORD_DTYPE.names or ())
+    wrong = [n for n in names if len(arr) != len(exp) or not np.array_equal(arr[n], exp[n])]
+    if wrong:
+        raise RuntimeError(
+            f"{spec['case']} ({spec.get('where', 'local')}) read wrong data in {wrong}: "
+            f"{len(arr)} rows, {len(exp)} expected"
+        )
+    return {"nbytes": int(arr.nbytes), "rows": len(arr)}
+
+
+def _structured(names: Sequence[str], rows: int) -> np.ndarray:
+    """An empty structured array of ``names`` (fields of :data:`RECORD_DTYPE`)."""
+    return np.empty(rows, np.dtype([(n, RECORD_DTYPE[n]) for n in names]))
+
+
 WARM_PARTITIONS = 4
 """Partitions of the tiny run that warms a case process up."""
 
@@ -313,23 +377,52 @@ def _tiny_input(n: int = WARM_PARTITIONS) -> Iterator[None]:
         _INPUT[:] = saved
 
 
-def _warm_strata(spec: dict[str, Any]) -> None:
-    """Make and read a tiny run first (twice): imports, Zarr's event loop and thread pools and
-    the codecs are one-time costs of a process.
+# -- where the data goes -----------------------------------------------------------------------
+def _s3_options(spec: dict[str, Any], strata: bool = False) -> dict[str, Any]:
+    """s3fs options for the case's endpoint (the proxy); strata's get the extra options."""
+    from s3_env import ACCESS_KEY, SECRET_KEY
+
+    opts: dict[str, Any] = {"key": ACCESS_KEY, "secret": SECRET_KEY}
+    opts["endpoint_url"] = spec["endpoint"]
+    if strata:
+        opts.update(spec.get("strata_s3_options") or {})
+    return opts
+
+
+def _s3_prefix(spec: dict[str, Any], name: str) -> str:
+    """The prefix of system ``name`` in the case's bucket: one per delay (the write at each
+    delay stores its own copy; the reads at a delay read that one).
     """
-    root = Path(spec["workdir"]) / f"warm-{os.getpid()}"
-    try:
-        with _tiny_input():
-            ctx = _strata_context({**spec, "rows": ROW_MULTIPLE}, str(root), WARM_PARTITIONS)
-            ctx.make(RUN_ID, DATA_TYPE)
-            for _ in range(2):
-                ctx.get_array(RUN_ID, DATA_TYPE)
-                ctx.get_array(RUN_ID, DATA_TYPE, fields=["area"])
-                ctx.get_array(RUN_ID, DATA_TYPE, time_range=(PARTITION_NS // 2, PARTITION_NS * 2))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    return f"{name}-{spec['delay_ms']:g}ms"
 
 
+def _url(spec: dict[str, Any], name: str) -> str:
+    """Where system ``name`` stores its data: a directory, or a prefix of the case's bucket."""
+    if _is_s3(spec):
+        return f"s3://{spec['bucket']}/{_s3_prefix(spec, name)}"
+    return str(Path(spec["workdir"]) / name)
+
+
+def _stored(spec: dict[str, Any], name: str) -> tuple[int, int]:
+    """(bytes, objects) that system ``name`` stored."""
+    if _is_s3(spec):
+        from s3_env import bucket_usage
+
+        return bucket_usage(spec["moto_endpoint"], spec["bucket"], f"{_s3_prefix(spec, name)}/")
+    return _tree_stats(_url(spec, name))
+
+
+def _fresh(spec: dict[str, Any], name: str) -> None:
+    """Remove a local directory of an earlier round (S3 cases get a fresh bucket a round)."""
+    if not _is_s3(spec):
+        shutil.rmtree(_url(spec, name), ignore_errors=True)
+
+
+def _warm_name() -> str:
+    return f"warm-{os.getpid()}"
+
+
+# -- strata ------------------------------------------------------------------------------------
 def _strata_context(spec: dict[str, Any], root: str, n_partitions: int) -> Any:
     from strata.pipeline.context import Context
     from strata.storage import DirectoryFrontend
@@ -339,57 +432,78 @@ def _strata_context(spec: dict[str, Any], root: str, n_partitions: int) -> Any:
         kwargs["compressor"] = spec["compressor"]
     if spec.get("chunk_target_mb") is not None:
         kwargs["chunk_target_mb"] = spec["chunk_target_mb"]
+    if _is_s3(spec):
+        kwargs["storage_options"] = _s3_options(spec, strata=True)
     fe = DirectoryFrontend(root, **kwargs)
     config = {"n_partitions": n_partitions, "rows": spec["rows"], "seed": spec["seed"]}
     return Context(storage=[fe], register=[BenchRecords], config=config)
 
 
+WARM_RUN = "warm"
+"""The run id of the tiny run a strata case process makes and reads first."""
+
+
+def _warm_strata(spec: dict[str, Any], name: str) -> None:
+    """Make and read a tiny run first (run ``warm``, in the same store as the timed
+    operation): imports, Zarr's event loop and thread pools, the codecs and the store's
+    filesystem and connection pool (cached by URL) are one-time costs of a process.
+    """
+    root = _url(spec, name)
+    with _tiny_input():
+        ctx = _strata_context({**spec, "rows": ROW_MULTIPLE}, root, WARM_PARTITIONS)
+        ctx.make(WARM_RUN, DATA_TYPE)
+        for _ in range(1 if _is_s3(spec) else 2):
+            ctx.get_array(WARM_RUN, DATA_TYPE)
+            ctx.get_array(WARM_RUN, DATA_TYPE, fields=["area"])
+            ctx.get_array(WARM_RUN, DATA_TYPE, time_range=(PARTITION_NS // 2, PARTITION_NS * 2))
+
+
 def _case_strata_write(spec: dict[str, Any]) -> dict[str, Any]:
-    root = Path(spec["workdir"]) / "strata"
-    shutil.rmtree(root, ignore_errors=True)
+    _fresh(spec, "strata")
     _INPUT[:] = _load_input(spec)
-    _warm_strata(spec)
-    ctx = _strata_context(spec, str(root), spec["partitions"])
-    with _measure() as m:
+    _warm_strata(spec, "strata")
+    size0, count0 = _stored(spec, "strata")  # the warm-up's run
+    ctx = _strata_context(spec, _url(spec, "strata"), spec["partitions"])
+    with _timed(spec) as m:
         ctx.make(RUN_ID, DATA_TYPE)
-    size, count = _tree_stats(root)
+    size, count = _stored(spec, "strata")
     nbytes = sum(p.nbytes for p in _INPUT)
-    return {**m, "nbytes": nbytes, "stored_bytes": size, "objects": count}
+    return {**m, "nbytes": nbytes, "stored_bytes": size - size0, "objects": count - count0}
 
 
 def _case_strata_read(spec: dict[str, Any]) -> dict[str, Any]:
-    root = Path(spec["workdir"]) / "strata"
-    _warm_strata(spec)
-    ctx = _strata_context(spec, str(root), spec["partitions"])
+    _warm_strata(spec, "strata")
+    ctx = _strata_context(spec, _url(spec, "strata"), spec["partitions"])
     if not ctx.is_stored(RUN_ID, DATA_TYPE):
-        raise RuntimeError(f"nothing stored in {root}: run the strata write case first")
+        raise RuntimeError(f"nothing stored in {_url(spec, 'strata')}: run strata's write first")
     fields = spec.get("fields")
     time_range = tuple(spec["time_range"]) if spec.get("time_range") else None
     if spec.get("api") == "to_numpy":  # the storage layer's own reader, without the Context
         fe = ctx.storage[0]
         key = ctx.key_for(RUN_ID, DATA_TYPE)
-        with _measure() as m:
+        with _timed(spec) as m:
             arr = fe.loader(key, fields=fields, time_range=time_range).to_numpy()
     else:
-        with _measure() as m:
+        with _timed(spec) as m:
             arr = ctx.get_array(RUN_ID, DATA_TYPE, fields=fields, time_range=time_range)
-    return {**m, "nbytes": int(arr.nbytes), "rows": len(arr)}
+    return {**m, **_checked(spec, arr)}
 
 
 def _case_strata_stream(spec: dict[str, Any]) -> dict[str, Any]:
-    root = Path(spec["workdir"]) / "strata-stream"
-    shutil.rmtree(root, ignore_errors=True)
+    _fresh(spec, "strata-stream")
     n = spec["stream_partitions"]
-    _warm_strata(spec)
-    ctx = _strata_context(spec, str(root), n)
-    with _measure() as m:
+    _warm_strata(spec, "strata-stream")
+    size0, count0 = _stored(spec, "strata-stream")
+    ctx = _strata_context(spec, _url(spec, "strata-stream"), n)
+    with _timed(spec) as m:
         ctx.make(RUN_ID, DATA_TYPE)
-    size, count = _tree_stats(root)
-    shutil.rmtree(root, ignore_errors=True)
+    size, count = _stored(spec, "strata-stream")
+    _fresh(spec, "strata-stream")
     nbytes = n * spec["rows"] * RECORD_DTYPE.itemsize
-    return {**m, "nbytes": nbytes, "stored_bytes": size, "objects": count}
+    return {**m, "nbytes": nbytes, "stored_bytes": size - size0, "objects": count - count0}
 
 
+# -- strax (local only) ------------------------------------------------------------------------
 def _strax_context(spec: dict[str, Any], root: str) -> Any:
     import strax
 
@@ -423,7 +537,7 @@ def _strax_context(spec: dict[str, Any], root: str) -> Any:
 
 def _warm_strax(spec: dict[str, Any]) -> None:
     """Make and read a tiny run first (imports, numba compilation)."""
-    root = Path(spec["workdir"]) / f"warm-{os.getpid()}"
+    root = Path(spec["workdir"]) / _warm_name()
     try:
         with _tiny_input():
             st = _strax_context({**spec, "partitions": WARM_PARTITIONS}, str(root))
@@ -440,7 +554,7 @@ def _case_strax_write(spec: dict[str, Any]) -> dict[str, Any]:
     _INPUT[:] = _load_input(spec)
     _warm_strax(spec)
     st = _strax_context(spec, str(root))
-    with _measure() as m:
+    with _timed(spec) as m:
         st.make(RUN_ID, "records", max_workers=spec["max_workers"])
     if not st.is_stored(RUN_ID, "records"):
         raise RuntimeError("strax did not store the records")
@@ -459,12 +573,14 @@ def _case_strax_read(spec: dict[str, Any]) -> dict[str, Any]:
     st = _strax_context(spec, str(root))
     if not st.is_stored(RUN_ID, "records"):
         raise RuntimeError(f"nothing stored in {root}: run the strax write case first")
-    with _measure() as m:
+    with _timed(spec) as m:
         arr = st.get_array(RUN_ID, "records", max_workers=spec["max_workers"])
-    return {**m, "nbytes": int(arr.nbytes), "rows": len(arr)}
+    return {**m, **_checked(spec, arr)}
 
 
+# -- raw Zarr and Icechunk (the same arrays) ---------------------------------------------------
 def _strata_backend(spec: dict[str, Any]) -> Any:
+    """A backend of strata's settings (its codecs and chunk size are what the peers use)."""
     from strata.storage import ZarrBackend
 
     kwargs: dict[str, Any] = {}
@@ -476,15 +592,21 @@ def _strata_backend(spec: dict[str, Any]) -> Any:
 
 
 def _chunk_rows(chunk_target_bytes: int, row_bytes: int, rows: int) -> int:
-    """As ``ZarrSaver._chunk_rows``: rows of a chunk of a segment."""
+    """Rows of a chunk of a partition of ``rows`` (as strata's saver chose them)."""
     max_rows = max(1, chunk_target_bytes // max(1, row_bytes))
     nchunks = max(1, math.ceil(rows / max_rows))
     return max(1, math.ceil(rows / nchunks))
 
 
-def _zarr_write(root: Path, backend: Any, parts: list[np.ndarray], rows: int) -> None:
-    """``dask.array.to_zarr`` of every field of ``parts`` into new arrays under ``root``, with
-    strata's codecs and chunk shapes, computed together.
+def _zarr_write(
+    target: Any,
+    backend: Any,
+    parts: list[np.ndarray],
+    rows: int,
+    storage_options: dict[str, Any] | None = None,
+) -> None:
+    """``dask.array.to_zarr`` of every field of ``parts`` into new arrays under ``target`` (a
+    URL or a zarr store), with strata's codecs and chunk shapes, computed together.
 
     The Dask chunks are the Zarr chunks (a whole number per partition), so ``to_zarr`` neither
     rechunks nor locks; ``write_empty_chunks`` as strata (no scan of every chunk).
@@ -499,66 +621,286 @@ def _zarr_write(root: Path, backend: Any, parts: list[np.ndarray], rows: int) ->
         x = da.concatenate([da.from_array(p[name], chunks=chunk, name=False) for p in parts])
         if rows % chunk:
             x = x.rechunk(chunk)
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "compressors": backend.compressors,
             "fill_value": 0,
             "dimension_names": ["row", *[f"{name}_dim_{i}" for i in range(1, ft.ndim + 1)]],
             "config": {"write_empty_chunks": True},
         }
-        stores.append(da.to_zarr(x, str(root), component=name, mode="w-", compute=False, **kwargs))
+        if storage_options is not None:
+            kwargs["storage_options"] = storage_options
+        stores.append(da.to_zarr(x, target, component=name, mode="w-", compute=False, **kwargs))
     dask.compute(*stores)
 
 
-def _zarr_read(root: Path) -> np.ndarray:
-    """``dask.array.from_zarr`` of every field, computed together, as one structured array."""
+def _zarr_read(
+    group: Any, fields: Sequence[str] | None = None, time_range: Sequence[int] | None = None
+) -> np.ndarray:
+    """``dask.array.from_zarr`` of ``fields`` (default: all), computed together, as one
+    structured array. A time range reads ``time`` whole to find its rows (what a user of
+    plain Zarr does), then only those rows of each field.
+    """
     import dask
     import dask.array as da
-    import zarr
 
-    group = zarr.open_group(str(root), mode="r", zarr_format=3)
-    names = list(RECORD_DTYPE.names or ())
-    values = dask.compute(*[da.from_zarr(group[name]) for name in names])
-    out = np.empty(len(values[0]), RECORD_DTYPE)
+    names = list(fields or RECORD_DTYPE.names or ())
+    rows = slice(None)
+    if time_range is not None:
+        t = np.asarray(group["time"][:])
+        i0, i1 = np.searchsorted(t, list(time_range))
+        rows = slice(int(i0), int(i1))
+    values = dask.compute(*[da.from_zarr(group[name])[rows] for name in names])
+    out = _structured(names, len(values[0]))
     for name, v in zip(names, values, strict=True):
         out[name] = v
     return out
 
 
+def _zarr_group(spec: dict[str, Any], name: str) -> Any:
+    import zarr
+
+    kwargs: dict[str, Any] = {"mode": "r", "zarr_format": 3}
+    if _is_s3(spec):
+        kwargs["storage_options"] = _s3_options(spec)
+    return zarr.open_group(_url(spec, name), **kwargs)
+
+
+def _read_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"fields": spec.get("fields"), "time_range": spec.get("time_range")}
+
+
 def _warm_zarr(spec: dict[str, Any]) -> None:
-    root = Path(spec["workdir"]) / f"warm-{os.getpid()}"
+    name = _warm_name()
     try:
         parts = [make_partition(i, ROW_MULTIPLE) for i in range(WARM_PARTITIONS)]
-        _zarr_write(root, _strata_backend(spec), parts, ROW_MULTIPLE)
-        for _ in range(2):
-            _zarr_read(root)
+        opts = _s3_options(spec) if _is_s3(spec) else None
+        _zarr_write(_url(spec, name), _strata_backend(spec), parts, ROW_MULTIPLE, opts)
+        for _ in range(1 if _is_s3(spec) else 2):
+            _zarr_read(_zarr_group(spec, name))
+            _zarr_read(_zarr_group(spec, name), ["area"])
+            _zarr_read(_zarr_group(spec, name), None, (PARTITION_NS // 2, PARTITION_NS * 2))
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        _fresh(spec, name)
 
 
 def _case_zarr_write(spec: dict[str, Any]) -> dict[str, Any]:
-    root = Path(spec["workdir"]) / "zarr"
-    shutil.rmtree(root, ignore_errors=True)
+    _fresh(spec, "zarr")
     _INPUT[:] = _load_input(spec)
     _warm_zarr(spec)
     backend = _strata_backend(spec)
-    with _measure() as m:
-        _zarr_write(root, backend, _INPUT, spec["rows"])
-    size, count = _tree_stats(root)
-    return {
-        **m,
-        "nbytes": sum(p.nbytes for p in _INPUT),
-        "stored_bytes": size,
-        "objects": count,
-    }
+    opts = _s3_options(spec) if _is_s3(spec) else None
+    with _timed(spec) as m:
+        _zarr_write(_url(spec, "zarr"), backend, _INPUT, spec["rows"], opts)
+    size, count = _stored(spec, "zarr")
+    return {**m, "nbytes": sum(p.nbytes for p in _INPUT), "stored_bytes": size, "objects": count}
 
 
 def _case_zarr_read(spec: dict[str, Any]) -> dict[str, Any]:
     _warm_zarr(spec)
-    with _measure() as m:
-        out = _zarr_read(Path(spec["workdir"]) / "zarr")
-    return {**m, "nbytes": int(out.nbytes), "rows": len(out)}
+    with _timed(spec) as m:
+        out = _zarr_read(_zarr_group(spec, "zarr"), **_read_kwargs(spec))
+    return {**m, **_checked(spec, out)}
 
 
+def _ice_storage(spec: dict[str, Any], name: str) -> Any:
+    import icechunk
+
+    if _is_s3(spec):
+        from s3_env import ACCESS_KEY, REGION, SECRET_KEY
+
+        return icechunk.s3_storage(
+            bucket=spec["bucket"],
+            prefix=_s3_prefix(spec, name),
+            region=REGION,
+            endpoint_url=spec["endpoint"],
+            allow_http=True,
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET_KEY,
+            force_path_style=True,
+        )
+    return icechunk.local_filesystem_storage(_url(spec, name))
+
+
+def _ice_write(repo: Any, backend: Any, parts: list[np.ndarray], rows: int) -> None:
+    """Write every field through one writable session of ``repo`` and commit it."""
+    session = repo.writable_session("main")
+    _zarr_write(session.store, backend, parts, rows)
+    session.commit("benchmark records")
+
+
+def _ice_read(storage: Any, **kwargs: Any) -> np.ndarray:
+    """Open the repository, then read as :func:`_zarr_read` from a read-only session."""
+    import icechunk
+    import zarr
+
+    repo = icechunk.Repository.open(storage)
+    session = repo.readonly_session(branch="main")
+    return _zarr_read(zarr.open_group(session.store, mode="r", zarr_format=3), **kwargs)
+
+
+def _warm_icechunk(spec: dict[str, Any]) -> None:
+    import icechunk
+
+    name = _warm_name()
+    try:
+        parts = [make_partition(i, ROW_MULTIPLE) for i in range(WARM_PARTITIONS)]
+        storage = _ice_storage(spec, name)
+        _ice_write(icechunk.Repository.create(storage), _strata_backend(spec), parts, ROW_MULTIPLE)
+        for _ in range(1 if _is_s3(spec) else 2):
+            _ice_read(storage)
+            _ice_read(storage, fields=["area"])
+            _ice_read(storage, time_range=(PARTITION_NS // 2, PARTITION_NS * 2))
+    finally:
+        _fresh(spec, name)
+
+
+def _case_icechunk_write(spec: dict[str, Any]) -> dict[str, Any]:
+    import icechunk
+
+    _fresh(spec, "icechunk")
+    _INPUT[:] = _load_input(spec)
+    _warm_icechunk(spec)
+    backend = _strata_backend(spec)
+    repo = icechunk.Repository.create(_ice_storage(spec, "icechunk"))  # not timed
+    with _timed(spec) as m:
+        _ice_write(repo, backend, _INPUT, spec["rows"])
+    size, count = _stored(spec, "icechunk")
+    return {**m, "nbytes": sum(p.nbytes for p in _INPUT), "stored_bytes": size, "objects": count}
+
+
+def _case_icechunk_read(spec: dict[str, Any]) -> dict[str, Any]:
+    _warm_icechunk(spec)
+    storage = _ice_storage(spec, "icechunk")
+    with _timed(spec) as m:
+        out = _ice_read(storage, **_read_kwargs(spec))
+    return {**m, **_checked(spec, out)}
+
+
+# -- Parquet (pyarrow) -------------------------------------------------------------------------
+PARQUET_FILE = "records.parquet"
+
+
+def _pq_target(spec: dict[str, Any], name: str) -> tuple[str, Any]:
+    """(path, pyarrow filesystem or None) of system ``name``'s Parquet file."""
+    if not _is_s3(spec):
+        return str(Path(spec["workdir"]) / name / PARQUET_FILE), None
+    import pyarrow.fs as pafs
+    from s3_env import ACCESS_KEY, REGION, SECRET_KEY
+
+    fs = pafs.S3FileSystem(
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        endpoint_override=spec["endpoint"].removeprefix("http://"),
+        scheme="http",
+        region=REGION,
+    )
+    return f"{spec['bucket']}/{_s3_prefix(spec, name)}/{PARQUET_FILE}", fs
+
+
+def _arrow_schema() -> Any:
+    import pyarrow as pa
+
+    fields = []
+    for name in RECORD_DTYPE.names or ():
+        ft = RECORD_DTYPE[name]
+        if ft.shape:
+            fields.append(pa.field(name, pa.list_(pa.from_numpy_dtype(ft.base), ft.shape[0])))
+        else:
+            fields.append(pa.field(name, pa.from_numpy_dtype(ft)))
+    return pa.schema(fields)
+
+
+def _to_arrow(part: np.ndarray, schema: Any) -> Any:
+    """A partition as an Arrow table; multi-dimensional fields as fixed-size list columns."""
+    import pyarrow as pa
+
+    cols = []
+    for name in RECORD_DTYPE.names or ():
+        col = np.ascontiguousarray(part[name])
+        if col.ndim > 1:
+            flat = pa.array(col.reshape(-1))
+            cols.append(pa.FixedSizeListArray.from_arrays(flat, col.shape[1]))
+        else:
+            cols.append(pa.array(col))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _pq_write(path: str, fs: Any, parts: list[np.ndarray]) -> None:
+    """One file, zstd, one row group per partition."""
+    import pyarrow.parquet as pq
+
+    schema = _arrow_schema()
+    with pq.ParquetWriter(path, schema, filesystem=fs, compression="zstd") as w:
+        for p in parts:
+            w.write_table(_to_arrow(p, schema), row_group_size=len(p))
+
+
+def _pq_read(
+    path: str,
+    fs: Any,
+    fields: Sequence[str] | None = None,
+    time_range: Sequence[int] | None = None,
+) -> np.ndarray:
+    """``pq.read_table`` of ``fields`` (filtered on ``time``), into one structured array."""
+    import pyarrow.parquet as pq
+
+    names = list(fields or RECORD_DTYPE.names or ())
+    filters = None
+    if time_range is not None:
+        filters = [("time", ">=", int(time_range[0])), ("time", "<", int(time_range[1]))]
+    table = pq.read_table(path, filesystem=fs, columns=names, filters=filters)
+    out = _structured(names, table.num_rows)
+    for name in names:
+        off = 0
+        for chunk in table.column(name).chunks:
+            n = len(chunk)
+            if RECORD_DTYPE[name].shape:
+                values = chunk.flatten().to_numpy(zero_copy_only=False)
+                out[name][off : off + n] = values.reshape(n, *RECORD_DTYPE[name].shape)
+            else:
+                out[name][off : off + n] = chunk.to_numpy(zero_copy_only=False)
+            off += n
+    return out
+
+
+def _warm_parquet(spec: dict[str, Any]) -> None:
+    name = _warm_name()
+    try:
+        parts = [make_partition(i, ROW_MULTIPLE) for i in range(WARM_PARTITIONS)]
+        path, fs = _pq_target(spec, name)
+        if fs is None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        _pq_write(path, fs, parts)
+        for _ in range(1 if _is_s3(spec) else 2):
+            _pq_read(path, fs)
+            _pq_read(path, fs, ["area"])
+            _pq_read(path, fs, None, (PARTITION_NS // 2, PARTITION_NS * 2))
+    finally:
+        _fresh(spec, name)
+
+
+def _case_parquet_write(spec: dict[str, Any]) -> dict[str, Any]:
+    _fresh(spec, "parquet")
+    _INPUT[:] = _load_input(spec)
+    _warm_parquet(spec)
+    path, fs = _pq_target(spec, "parquet")
+    if fs is None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with _timed(spec) as m:
+        _pq_write(path, fs, _INPUT)
+    size, count = _stored(spec, "parquet")
+    return {**m, "nbytes": sum(p.nbytes for p in _INPUT), "stored_bytes": size, "objects": count}
+
+
+def _case_parquet_read(spec: dict[str, Any]) -> dict[str, Any]:
+    _warm_parquet(spec)
+    path, fs = _pq_target(spec, "parquet")
+    with _timed(spec) as m:
+        out = _pq_read(path, fs, **_read_kwargs(spec))
+    return {**m, **_checked(spec, out)}
+
+
+# -- the codec alone and the cost of fresh memory ----------------------------------------------
 def _numcodecs_chain(compressors: Sequence[Any], itemsize: int) -> list[Any]:
     """The numcodecs equivalents of zarr bytes-to-bytes codecs (for the codec-only limit)."""
     import numcodecs
@@ -628,11 +970,79 @@ def _case_codec(spec: dict[str, Any]) -> dict[str, Any]:
         "compress": {**mc, "nbytes": nbytes},
         "decompress": {**md, "nbytes": nbytes},
         "stored_bytes": sum(len(e) for e in encoded),
-        "threads": workers,
+        "extra": {"threads": workers},
     }
 
 
-_CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+def _thp_setting() -> str:
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "unknown"
+    return text.split("[")[1].split("]")[0] if "[" in text else text.strip()
+
+
+def _case_pagefault(spec: dict[str, Any]) -> dict[str, Any]:
+    """Page faults of a fresh array of the run's size against writes into a mapped one.
+
+    ``fault``: ``np.empty`` and one byte written in every page (the faults alone);
+    ``fault_2_threads``: the same, half the pages on each of two threads; ``fill_fresh``:
+    ``np.empty`` and ``fill`` (faults and writing every byte); ``fill_reused``: ``fill`` of
+    an array whose pages are mapped. The case's ``seconds`` is ``fill_fresh``'s.
+    """
+    import mmap
+
+    n = int(spec["nbytes"])
+    page = mmap.PAGESIZE
+    np.empty(1 << 20, np.uint8).fill(0)  # numpy's allocator and fill loops, once
+    times: dict[str, float] = {}
+
+    def touch(a: np.ndarray) -> None:
+        a[::page] = 1
+
+    def two_threads(b: np.ndarray) -> None:
+        half = (n // 2) // page * page
+        ts = [threading.Thread(target=touch, args=(v,)) for v in (b[:half], b[half:])]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    t0 = time.perf_counter()
+    arr = np.empty(n, np.uint8)
+    touch(arr)
+    t1 = time.perf_counter()
+    touch(arr)
+    t2 = time.perf_counter()
+    arr.fill(2)
+    t3 = time.perf_counter()
+    times.update(fault=t1 - t0, touch_reused=t2 - t1, fill_reused=t3 - t2)
+    del arr
+    t0 = time.perf_counter()
+    arr = np.empty(n, np.uint8)
+    two_threads(arr)
+    times["fault_2_threads"] = time.perf_counter() - t0
+    del arr
+    with _measure() as m:
+        arr = np.empty(n, np.uint8)
+        arr.fill(3)
+    times["fill_fresh"] = m["seconds"]
+    del arr
+    pages = math.ceil(n / page)
+    extra = {
+        "page_size": page,
+        "pages": pages,
+        "transparent_hugepage": _thp_setting(),
+        **{f"{k}_s": v for k, v in times.items()},
+        "fault_ns_per_page": times["fault"] / pages * 1e9,
+        "fault_gb_per_s": n / times["fault"] / 1e9,
+        "fill_fresh_gb_per_s": n / times["fill_fresh"] / 1e9,
+        "fill_reused_gb_per_s": n / times["fill_reused"] / 1e9,
+    }
+    return {**m, "nbytes": n, "extra": extra}
+
+
+CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "strata-write": _case_strata_write,
     "strata-read": _case_strata_read,
     "strata-stream": _case_strata_stream,
@@ -640,541 +1050,27 @@ _CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "strax-read": _case_strax_read,
     "zarr-write": _case_zarr_write,
     "zarr-read": _case_zarr_read,
+    "icechunk-write": _case_icechunk_write,
+    "icechunk-read": _case_icechunk_read,
+    "parquet-write": _case_parquet_write,
+    "parquet-read": _case_parquet_read,
     "codec": _case_codec,
+    "pagefault": _case_pagefault,
 }
+"""Every case, by the ``case`` of its spec."""
 
 
-def _worker_main() -> None:
+def worker_main() -> None:
     """Run one case: its JSON spec on stdin, its JSON result as the last line of stdout."""
     import logging
     import warnings
 
+    global _PROFILE
     logging.basicConfig(level=logging.WARNING)
     warnings.simplefilter("ignore")
     spec = json.loads(sys.stdin.read())
-    result = _CASES[spec["case"]](spec)
+    if spec.get("profile"):
+        _PROFILE = _ThreadProfiles().install()
+    result = CASES[spec["case"]](spec)
     sys.stdout.write("\n" + json.dumps(result) + "\n")
     sys.stdout.flush()
-
-
-# -- running the cases -------------------------------------------------------------------------
-def _run_case(spec: dict[str, Any]) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.setdefault("PYTHONHASHSEED", "0")
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__)],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"benchmark case {spec['case']} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-        )
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
-def _generate_input(cfg: BenchConfig, workdir: Path, say: Callable[[str], None]) -> None:
-    d = workdir / "input"
-    d.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    for i in range(cfg.partitions):
-        path = d / f"part-{i:04d}.npy"
-        if not path.exists():
-            np.save(path, make_partition(i, cfg.rows, cfg.seed))
-    say(
-        f"input: {cfg.partitions} partitions x {cfg.rows:,} records = {cfg.nbytes / 1e6:,.0f} MB "
-        f"({time.perf_counter() - t0:.1f} s to generate, not timed)"
-    )
-
-
-_Spec = tuple[str, str, str, dict[str, Any]]
-"""(system, setting, operation, case spec)"""
-
-
-def _specs(cfg: BenchConfig, workdir: Path) -> list[_Spec]:
-    """``(system, setting, operation, spec)`` of every case, in running order."""
-    base: dict[str, Any] = {
-        "workdir": str(workdir),
-        "partitions": cfg.partitions,
-        "rows": cfg.rows,
-        "seed": cfg.seed,
-        "compressor": cfg.compressor,
-        "chunk_target_mb": cfg.chunk_target_mb,
-        "stream_partitions": cfg.stream_partitions,
-    }
-    strata_setting = _strata_setting(cfg)
-    t_total = cfg.partitions * PARTITION_NS
-    t0 = int(0.45 * t_total)
-    time_range = [t0, t0 + t_total // 10]
-    out: list[_Spec] = [
-        ("strata", strata_setting, "write", {**base, "case": "strata-write"}),
-        ("strata", strata_setting, "read", {**base, "case": "strata-read"}),
-        (
-            "strata",
-            strata_setting,
-            "read loader().to_numpy()",
-            {**base, "case": "strata-read", "api": "to_numpy"},
-        ),
-        (
-            "strata",
-            strata_setting,
-            "read area",
-            {**base, "case": "strata-read", "fields": ["area"]},
-        ),
-        (
-            "strata",
-            strata_setting,
-            "read data",
-            {**base, "case": "strata-read", "fields": ["data"]},
-        ),
-        (
-            "strata",
-            strata_setting,
-            "read 10% time_range",
-            {**base, "case": "strata-read", "time_range": time_range},
-        ),
-        ("zarr", strata_setting, "write", {**base, "case": "zarr-write"}),
-        ("zarr", strata_setting, "read", {**base, "case": "zarr-read"}),
-        ("codec", strata_setting, "codec", {**base, "case": "codec"}),
-    ]
-    for comp in cfg.strax_compressors:
-        for w in cfg.strax_workers:
-            s = {**base, "strax_compressor": comp, "max_workers": w}
-            setting = f"max_workers={w}"
-            out.append((f"strax-{comp}", setting, "write", {**s, "case": "strax-write"}))
-            out.append((f"strax-{comp}", setting, "read", {**s, "case": "strax-read"}))
-    out.append(("strata-stream", strata_setting, "write", {**base, "case": "strata-stream"}))
-    return [c for c in out if _group(c[0], c[2]) not in cfg.skip]
-
-
-SKIPPABLE = ("partial", "zarr", "codec", "strax", "stream")
-"""Groups of cases :attr:`BenchConfig.skip` may name (strata's own write and read always run)."""
-
-
-def _group(system: str, operation: str) -> str:
-    if system == "strata":
-        return "strata" if operation in ("write", "read") else "partial"
-    if system.startswith("strax-"):
-        return "strax"
-    return {"strata-stream": "stream"}.get(system, system)
-
-
-def _strata_setting(cfg: BenchConfig) -> str:
-    from strata.storage.codecs import DEFAULT_PRESET
-
-    comp = cfg.compressor or DEFAULT_PRESET
-    chunk = cfg.chunk_target_mb
-    return comp if chunk is None else f"{comp}, {chunk:g} MiB chunks"
-
-
-def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every case (``cfg.repeat`` rounds) and return the results as JSON-able data.
-
-    ``say`` receives progress lines.
-    """
-    if cfg.partitions < 1 or cfg.size_mb <= 0 or cfg.repeat < 1:
-        raise ValueError("size_mb, partitions and repeat must be positive")
-    unknown = sorted(set(cfg.skip) - set(SKIPPABLE))
-    if unknown:
-        raise ValueError(f"cannot skip {unknown}: skippable are {', '.join(SKIPPABLE)}")
-    if cfg.strax_compressors and "strax" not in cfg.skip:
-        try:
-            import strax  # noqa: F401
-        except ImportError as e:
-            raise ImportError(
-                "strax is not installed; install it with `pip install --no-deps strax` (its "
-                "requirements pin zarr<3), or skip strax"
-            ) from e
-    made_tmp = cfg.workdir is None
-    workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="strata-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    say(f"work directory: {workdir}")
-    results: dict[tuple[str, str, str], list[CaseResult]] = {}
-    try:
-        _generate_input(cfg, workdir, say)
-        specs = _specs(cfg, workdir)
-        for r in range(cfg.repeat):
-            for system, setting, op, spec in _rotated(specs, r):
-                say(f"round {r + 1}/{cfg.repeat}: {system} {setting} {op}")
-                res = _run_case(spec)
-                subs = [(s, res[s]) for s in ("compress", "decompress")] if op == "codec" else []
-                for sub, c in subs or [(op, res)]:
-                    results.setdefault((system, setting, sub), []).append(
-                        CaseResult(
-                            system,
-                            setting,
-                            sub,
-                            int(c["nbytes"]),
-                            c["seconds"],
-                            c["peak_rss_mib"],
-                            c["delta_rss_mib"],
-                            cpu_seconds=c["cpu_seconds"],
-                            stored_bytes=res.get("stored_bytes"),
-                            objects=res.get("objects"),
-                            rows=res.get("rows"),
-                            extra={"threads": res["threads"]} if "threads" in res else {},
-                        )
-                    )
-    finally:
-        if made_tmp and not cfg.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return _summarize(cfg, [_best(v) for v in results.values()], str(workdir))
-
-
-def _rotated(specs: list[_Spec], r: int) -> list[_Spec]:
-    """``specs`` with its systems in rotated order in round ``r`` (a system's reads stay after
-    its write): what ran just before a case (and how much memory it left warm) differs from
-    round to round.
-    """
-    groups: list[list[_Spec]] = []
-    for spec in specs:
-        if groups and groups[-1][0][0] == spec[0]:
-            groups[-1].append(spec)
-        else:
-            groups.append([spec])
-    k = r % len(groups) if groups else 0
-    return [spec for group in groups[k:] + groups[:k] for spec in group]
-
-
-def _best(runs: list[CaseResult]) -> CaseResult:
-    """The fastest round; its memory figures are the largest of all rounds."""
-    b = min(runs, key=lambda r: r.seconds)
-    return replace(
-        b,
-        peak_rss_mib=max(r.peak_rss_mib for r in runs),
-        delta_rss_mib=max(r.delta_rss_mib for r in runs),
-        extra={**b.extra, "seconds_all_rounds": [round(r.seconds, 4) for r in runs]},
-    )
-
-
-def _summarize(cfg: BenchConfig, cases: list[CaseResult], workdir: str) -> dict[str, Any]:
-    def find(system: str, op: str) -> CaseResult | None:
-        return next((c for c in cases if c.system == system and c.operation == op), None)
-
-    def fastest_strax(op: str) -> CaseResult | None:
-        cands = [c for c in cases if c.system.startswith("strax-") and c.operation == op]
-        return max(cands, key=lambda c: c.mb_per_s) if cands else None
-
-    sw, sr = find("strata", "write"), find("strata", "read")
-    if sw is None or sr is None:
-        raise RuntimeError("strata's write and read cases did not run")
-    ratio = cfg.nbytes / sw.stored_bytes if sw.stored_bytes else math.nan
-    checks: list[dict[str, Any]] = []
-
-    def check(name: str, value: float, needed: float, detail: str, target: bool = True) -> None:
-        checks.append(
-            {
-                "target": name,
-                "value": round(value, 3),
-                "needed": needed,
-                "holds": bool(value >= needed),
-                "detail": detail,
-                "is_target": target,  # False: for information
-            }
-        )
-
-    def mbs(c: CaseResult) -> str:
-        return f"{c.mb_per_s:,.0f} MB/s"
-
-    xw, xr = fastest_strax("write"), fastest_strax("read")
-    if xw is not None:
-        check(
-            "write >= 1.5x strax's fastest",
-            sw.mb_per_s / xw.mb_per_s,
-            1.5,
-            f"strata {mbs(sw)}, {xw.system} {xw.setting} {mbs(xw)}",
-        )
-    if xr is not None:
-        check(
-            "read (get_array) >= 2x strax's fastest",
-            sr.mb_per_s / xr.mb_per_s,
-            2.0,
-            f"strata {mbs(sr)}, {xr.system} {xr.setting} {mbs(xr)}",
-        )
-        tn = find("strata", "read loader().to_numpy()")
-        if tn is not None:
-            check(
-                "read (loader().to_numpy()) >= 2x strax's fastest",
-                tn.mb_per_s / xr.mb_per_s,
-                2.0,
-                f"strata {mbs(tn)}, {xr.system} {xr.setting} {mbs(xr)}",
-                target=False,
-            )
-    zw = find("strax-zstd", "write")
-    if zw is not None and zw.stored_bytes:
-        zratio = cfg.nbytes / zw.stored_bytes
-        check(
-            "compression ratio >= strax zstd's",
-            ratio / zratio,
-            1.0,
-            f"strata {ratio:.2f}, strax zstd {zratio:.2f}",
-        )
-    rw, rr = find("zarr", "write"), find("zarr", "read")
-    if rw is not None:
-        check(
-            "write within 10% of raw Zarr",
-            sw.mb_per_s / rw.mb_per_s,
-            0.9,
-            f"strata {mbs(sw)}, raw zarr {mbs(rw)}",
-        )
-    if rr is not None:
-        check(
-            "read within 10% of raw Zarr",
-            sr.mb_per_s / rr.mb_per_s,
-            0.9,
-            f"strata {mbs(sr)}, raw zarr {mbs(rr)}",
-        )
-    for op in ("read area", "read data", "read 10% time_range"):
-        c = find("strata", op)
-        if c is None:
-            continue
-        byte_share, time_share = c.nbytes / sr.nbytes, c.seconds / sr.seconds
-        c.extra.update({"byte_share": byte_share, "time_share": time_share})
-        check(
-            f"{op}: time share <= byte share",
-            byte_share / time_share if time_share > 0 else math.inf,
-            1.0,
-            f"{time_share:.2%} of the full get_array's time for {byte_share:.2%} of its bytes",
-            target=op != "read 10% time_range",
-        )
-    stream = find("strata-stream", "write")
-    if stream is not None:
-        part_mib = cfg.rows * RECORD_DTYPE.itemsize / 2**20
-        stream.extra.update(
-            {
-                "partition_mib": part_mib,
-                "run_mib": stream.nbytes / 2**20,
-                "delta_in_partitions": stream.delta_rss_mib / part_mib,
-            }
-        )
-    return {
-        "config": {**asdict(cfg), "rows_per_partition": cfg.rows, "nbytes": cfg.nbytes},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-        },
-        "versions": _versions(),
-        "workdir": workdir,
-        "cases": [{**asdict(c), "mb_per_s": c.mb_per_s} for c in cases],
-        "checks": checks,
-    }
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("strata", "strax", "zarr", "numcodecs", "dask", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "-"
-    return out
-
-
-# -- reporting ---------------------------------------------------------------------------------
-def print_results(results: dict[str, Any], console: Any = None) -> None:
-    """Print the tables of ``results`` (from :func:`run_bench`) with rich."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console(width=160)
-    cases: list[dict[str, Any]] = results["cases"]
-    cfg = results["config"]
-
-    def get(system: str, op: str, setting: str | None = None) -> dict[str, Any] | None:
-        for c in cases:
-            if c["system"] == system and c["operation"] == op:
-                if setting is None or c["setting"] == setting:
-                    return c
-        return None
-
-    def mem(c: dict[str, Any] | None) -> str:
-        return "" if c is None else f"{c['peak_rss_mib']:,.0f} (+{c['delta_rss_mib']:,.0f})"
-
-    sw, sr = get("strata", "write"), get("strata", "read")
-    if sw is None or sr is None:
-        raise ValueError("results without strata's write and read")
-    title = (
-        f"{cfg['nbytes'] / 1e6:,.0f} MB of records ({cfg['partitions']} partitions x "
-        f"{cfg['rows_per_partition']:,} rows), {results['machine']['cpus']} CPUs, best of "
-        f"{cfg['repeat']}; strata x = strata's MB/s (make, get_array) / this row's"
-    )
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in (
-        "system",
-        "setting",
-        "write MB/s",
-        "strata x",
-        "read MB/s",
-        "strata x",
-        "stored MB",
-        "ratio",
-        "objects",
-        "write peak MiB (+)",
-        "read peak MiB (+)",
-    ):
-        left = col in ("system", "setting")
-        t.add_column(col, justify="left" if left else "right", no_wrap=left)
-    # (label, system, setting, write operation, read operation)
-    rows = [
-        ("strata", "strata", sw["setting"], "write", "read"),
-        ("strata loader()", "strata", sw["setting"], "", "read loader().to_numpy()"),
-        ("raw zarr", "zarr", None, "write", "read"),
-        ("codec alone", "codec", None, "compress", "decompress"),
-    ]
-    rows += [
-        (c["system"], c["system"], c["setting"], "write", "read")
-        for c in cases
-        if c["system"].startswith("strax-") and c["operation"] == "write"
-    ]
-    for label, system, setting, wop, rop in rows:
-        w, r = get(system, wop, setting) if wop else None, get(system, rop, setting)
-        if w is None and r is None:
-            continue
-        stored = w.get("stored_bytes") if w else None
-        extra = f", {w['extra']['threads']} threads" if w and "threads" in w["extra"] else ""
-        if label == "strata loader()":
-            extra = ", .to_numpy()"
-        t.add_row(
-            label,
-            f"{(w or r or {})['setting']}{extra}",
-            f"{w['mb_per_s']:,.0f}" if w else "",
-            f"{sw['mb_per_s'] / w['mb_per_s']:.2f}" if w else "",
-            f"{r['mb_per_s']:,.0f}" if r else "",
-            f"{sr['mb_per_s'] / r['mb_per_s']:.2f}" if r else "",
-            f"{stored / 1e6:,.1f}" if stored else "",
-            f"{cfg['nbytes'] / stored:.2f}" if stored else "",
-            str(w["objects"]) if w and w.get("objects") is not None else "",
-            mem(w),
-            mem(r),
-            style="bold" if label == "strata" else None,
-        )
-    console.print(t)
-
-    t2 = Table(
-        title="strata reads (shares: of the full get_array)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    for col in (
-        "read",
-        "rows",
-        "MB",
-        "seconds",
-        "MB/s",
-        "byte share",
-        "time share",
-        "peak MiB (+)",
-    ):
-        t2.add_column(col, justify="left" if col == "read" else "right")
-    labels = {
-        "read": "all fields, get_array",
-        "read loader().to_numpy()": "all fields, loader().to_numpy()",
-        "read area": 'fields=["area"]',
-        "read data": 'fields=["data"]',
-        "read 10% time_range": "10% time_range",
-    }
-    for op, label in labels.items():
-        c = get("strata", op)
-        if c is None:
-            continue
-        t2.add_row(
-            label,
-            f"{c['rows']:,}",
-            f"{c['nbytes'] / 1e6:,.1f}",
-            f"{c['seconds']:.3f}",
-            f"{c['mb_per_s']:,.0f}",
-            f"{c['nbytes'] / sr['nbytes']:.2%}",
-            f"{c['seconds'] / sr['seconds']:.2%}",
-            mem(c),
-        )
-    console.print(t2)
-
-    lines = []
-    stream = get("strata-stream", "write")
-    if stream is not None:
-        e = stream["extra"]
-        lines.append(
-            f"streaming: make of a {e['run_mib']:,.0f} MiB run ({cfg['stream_partitions']} "
-            f"partitions of {e['partition_mib']:,.1f} MiB, generated inside the plugin) at "
-            f"{stream['mb_per_s']:,.0f} MB/s including generation: peak RSS "
-            f"{stream['peak_rss_mib']:,.0f} MiB, "
-            f"+{stream['delta_rss_mib']:,.0f} MiB during make = "
-            f"{e['delta_in_partitions']:.1f} partitions"
-        )
-    for c in results["checks"]:
-        mark = ("holds" if c["holds"] else "FALLS SHORT") if c["is_target"] else "(information)"
-        lines.append(
-            f"{'target' if c['is_target'] else 'also'} {c['target']}: {c['value']:.2f} "
-            f"(needed {c['needed']}) {mark} - {c['detail']}"
-        )
-    m = results["machine"]
-    lines.append(f"load average at the end: {', '.join(map(str, m['load_average']))}")
-    for line in lines:
-        console.print(line, markup=False, soft_wrap=True)
-
-
-def _as_str_list(value: str | Sequence[Any]) -> str | list[str]:
-    return value if isinstance(value, str) else [str(v) for v in value]
-
-
-def _names(value: str | Sequence[str]) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(x.strip() for x in items if x.strip())
-
-
-def main(
-    *,
-    size_mb: float = 1000.0,
-    partitions: int = 20,
-    seed: int = 0,
-    repeat: int = 1,
-    json_path: str | Path | None = None,
-    workdir: str | None = None,
-    keep: bool = False,
-    compressor: str | None = None,
-    chunk_target_mb: float | None = None,
-    strax_compressors: str | Sequence[str] = "blosc,zstd,lz4",
-    strax_workers: str | Sequence[int] = "1,2",
-    stream_partitions: int = 10,
-    skip: Sequence[str] = (),
-    console: Any = None,
-) -> dict[str, Any]:
-    """Run the benchmark, print its tables (and progress) on ``console`` and write the JSON to
-    ``json_path``; what ``bench_storage.py`` does. Returns the results.
-    """
-    from rich.console import Console
-
-    console = console or Console(width=160)
-    cfg = BenchConfig(
-        size_mb=size_mb,
-        partitions=partitions,
-        seed=seed,
-        workdir=workdir,
-        compressor=compressor,
-        chunk_target_mb=chunk_target_mb,
-        strax_compressors=_names(strax_compressors),
-        strax_workers=tuple(int(w) for w in _names(_as_str_list(strax_workers))),
-        stream_partitions=stream_partitions,
-        repeat=repeat,
-        keep=keep,
-        skip=tuple(skip),
-    )
-    results = run_bench(cfg, say=lambda line: console.print(line, markup=False, soft_wrap=True))
-    print_results(results, console)
-    if json_path is not None:
-        Path(json_path).write_text(json.dumps(results, indent=1) + "\n")
-        console.print(f"results written to {json_path}", markup=False, soft_wrap=True)
-    return results
-
-
-if __name__ == "__main__":
-    _worker_main()
