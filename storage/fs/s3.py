@@ -11,7 +11,8 @@ Credentials come from the usual places unless ``storage_options`` give them: the
 strata's defaults, each overridable through ``storage_options``: ``use_listings_cache=False``
 (a listing must never come from a stale cache, since catalog decisions rest on it),
 ``max_concurrency=1`` (s3fs otherwise sends a ``HEAD`` before every ``GET`` to decide whether
-to split it), botocore ``connect_timeout=5``, ``read_timeout=30`` and 3 attempts, and
+to split it), botocore ``max_pool_connections=32`` (requests in flight per process),
+``connect_timeout=5``, ``read_timeout=30`` and 3 attempts, and
 ``retries=2`` outer s3fs attempts. A missing bucket is an error, never created.
 
 Failures are translated into :mod:`strata.storage.errors` (``BucketNotFound``,
@@ -45,6 +46,9 @@ __all__ = ["S3_CONFIG_DEFAULTS", "S3_DEFAULTS", "TRANSPORT", "S3Transport"]
 logger = logging.getLogger(__name__)
 
 S3_CONFIG_DEFAULTS: dict[str, Any] = {
+    # botocore's pool holds 10 connections by default: a segment alone puts more objects than
+    # that in flight (every chunk of every field at once), so the pool is what limits a save
+    "max_pool_connections": 32,
     "connect_timeout": 5,
     "read_timeout": 30,
     "retries": {"max_attempts": 3, "mode": "standard"},
