@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import xarray as xr
 
-__all__ = ["LazyData"]
+__all__ = ["LazyData", "select_fields"]
 
 
 @dataclass
@@ -103,6 +103,24 @@ class LazyData:
         }
         ds = xr.Dataset(data_vars, attrs=attrs)
         return ds.set_coords("time") if "time" in ds.variables else ds
+
+
+def select_fields(dtype: np.dtype[Any], fields: Any, where: object) -> list[str]:
+    """The fields a load reads: all of ``dtype``'s for ``None``, else ``fields`` (a name or a
+    sequence of names, duplicates dropped); ``ValueError`` naming ``where`` for unknown ones.
+    """
+    names = list(dtype.names or ())
+    if fields is None:
+        return names
+    if isinstance(fields, str):
+        fields = [fields]
+    sel = list(dict.fromkeys(fields))
+    unknown = [f for f in sel if f not in names]
+    if unknown:
+        raise ValueError(f"{where} has no field(s) {unknown}; its fields are {names}")
+    if not sel:
+        raise ValueError("fields= must name at least one field")
+    return sel
 
 
 def _local_threads() -> int | None:

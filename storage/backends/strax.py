@@ -50,7 +50,7 @@ from ..errors import DataCorrupted, DataNotAvailable, InvalidKey, ReadOnlyError
 from ..fs import open_fs, redact, redact_url, split_url
 from ..jsonio import MAX_MANIFEST_BYTES, load_document
 from ..keys import DataKey, lineage_matches, validate_data_type, validate_run_id
-from ..lazy import LazyData
+from ..lazy import LazyData, select_fields
 from ..manifest import INT64_MAX, INT64_MIN, Manifest, Partition, Segment
 from ..records import check_dtype, dtype_to_json, endtime
 from .base import StorageBackend
@@ -1013,18 +1013,7 @@ def _build_lazy(
     from dask.highlevelgraph import HighLevelGraph
 
     dtype = m.np_dtype
-    names = list(dtype.names or ())
-    if fields is None:
-        sel = names
-    else:
-        if isinstance(fields, str):
-            fields = [fields]
-        sel = list(dict.fromkeys(fields))
-        unknown = [f for f in sel if f not in names]
-        if unknown:
-            raise ValueError(f"{m.key} has no field(s) {unknown}; its fields are {names}")
-        if not sel:
-            raise ValueError("fields= must name at least one field")
+    sel = select_fields(dtype, fields, m.key)
     out_dtype = np.dtype([(f, dtype[f].base, dtype[f].shape) for f in sel])
     pieces = _select(backend, m, time_range)
     src = m.source

@@ -18,7 +18,7 @@ import numpy as np
 from ... import _zarr
 from ...errors import DataCorrupted
 from ...fs import redact_url
-from ...lazy import LazyData
+from ...lazy import LazyData, select_fields
 from ...manifest import Digest, Manifest
 from .arrays import array_meta, chunk_bounds
 from .dtypes import is_mapped, storage_view, to_field
@@ -136,18 +136,7 @@ def build_loader(
 ) -> LazyData:
     """Lazy Dask collections over the data ``m`` commits at ``bk``."""
     dtype = m.np_dtype
-    names = list(dtype.names or ())
-    if fields is None:
-        sel = names
-    else:
-        if isinstance(fields, str):
-            fields = [fields]
-        sel = list(dict.fromkeys(fields))
-        unknown = [f for f in sel if f not in names]
-        if unknown:
-            raise ValueError(f"{m.key} has no field(s) {unknown}; its fields are {names}")
-        if not sel:
-            raise ValueError("fields= must name at least one field")
+    sel = select_fields(dtype, fields, m.key)
     if backend.is_local and m.segments:
         backend._checked(backend.layout.attempt_dir(bk, m.attempt, _where(m, backend, bk)))
     pieces = select_pieces(backend, bk, m, time_range)
