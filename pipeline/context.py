@@ -46,6 +46,7 @@ from strata.storage.jsonio import load_document
 from strata.storage.keys import Lineage, canonical_json, normalize
 from strata.storage.lazy import LazyData
 
+from . import runs as run_selection
 from .build import (
     Found,
     GraphBuilder,
@@ -596,18 +597,43 @@ class Context:
         self._check_targets(target)
         return self._builder(run_id, config=config).is_stored(target)
 
-    def run_metadata(self, run_id: RunId) -> dict[str, Any]:
-        """The run metadata document of ``run_id`` from the nearest frontend that has one."""
-        run_id = _run_id(run_id)
-        frontends = loading_order(self.storage)
-        for fe in frontends:
-            try:
-                return fe.run_metadata(run_id)
-            except DataNotAvailable:
-                continue
-        raise DataNotAvailable(
-            f"no run metadata for run {run_id!r} in any frontend "
-            f"({', '.join(map(repr, frontends)) or 'no storage configured'})"
+    def run_metadata(
+        self, run_id: RunId, projection: str | Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """The run metadata document of ``run_id`` from the nearest frontend that has one;
+        ``projection`` (dotted paths) selects parts of it (see :func:`.runs.run_metadata`).
+        """
+        return run_selection.run_metadata(loading_order(self.storage), _run_id(run_id), projection)
+
+    def _run_selection_kwargs(self) -> dict[str, Any]:
+        cc = self.context_config
+        return {
+            "key_for": self.key_for,
+            "fuzzy_for": cc.get("fuzzy_for", ()),
+            "fuzzy_for_options": cc.get("fuzzy_for_options", ()),
+        }
+
+    def scan_runs(
+        self, fields: str | Iterable[str] = (), check_available: str | Iterable[str] = ()
+    ) -> pd.DataFrame:
+        """Every run this context's frontends know, one row each (strax's ``scan_runs``):
+        ``fields`` are dotted paths into the run documents, ``check_available`` targets get a
+        ``<target>_available`` column (see :func:`.runs.scan_runs`).
+        """
+        return run_selection.scan_runs(
+            loading_order(self.storage),
+            fields=fields,
+            check_available=check_available,
+            **self._run_selection_kwargs(),
+        )
+
+    def select_runs(self, **filters: Any) -> pd.DataFrame:
+        """The runs matching ``filters`` (strax's ``select_runs``: ``run_mode=``, ``run_id=``,
+        ``include_tags=``, ``exclude_tags=``, ``available=``, ``pattern_type=``, ``fields=``;
+        see :func:`.runs.select_runs`), checked against this context's keys.
+        """
+        return run_selection.select_runs(
+            loading_order(self.storage), **filters, **self._run_selection_kwargs()
         )
 
     # -- superruns --------------------------------------------------------------------------
