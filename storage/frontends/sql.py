@@ -593,8 +593,10 @@ class _RunSQL:
     def match(self, expr: str, pattern: str, tag: bool = False) -> str:
         strip = tag and self.q.ignore_underscore and not pattern.startswith("_")
         fn = self.q.pattern_type == "fnmatch"
-        if fn and not strip and not any(c in pattern for c in "*?["):
-            return f"({expr} = {self.bind(pattern)})"  # a literal: equality
+        if fn and not any(c in pattern for c in "*?["):  # a literal: equality
+            if strip:  # "_x" matches "x" too
+                return f"({expr} IN ({self.bind(pattern)}, {self.bind('_' + pattern)}))"
+            return f"({expr} = {self.bind(pattern)})"
         if not self.pg and fn and "[" not in pattern:  # only * and ?: GLOB is fnmatchcase
             if strip:
                 expr = (
@@ -647,10 +649,26 @@ class _RunSQL:
         sqlite_path = "$" + "".join(f'."{p}"' for p in parts)  # parts hold no '"' (validated)
         return f"(CASE WHEN json_valid(r.doc) THEN r.doc -> {self.bind(sqlite_path)} END)"
 
-    def statements(self) -> tuple[str, str, str]:
-        """The statements of the query: the selected runs (``run_id``, whether the document
-        is a JSON object, the fields), and the modes and the tags of the selected runs
-        (``run_id``, label; in document order).
+    def labels(self, table: Table, column: str) -> str:
+        """The labels of run ``r`` in document order: a text array (PostgreSQL) or a JSON
+        object ``{position: label}`` (SQLite, whose aggregates keep no order).
+        """
+        if self.pg:
+            return (
+                f"ARRAY(SELECT l.{column} FROM {table.name} AS l WHERE l.run_id = r.run_id "
+                "ORDER BY l.position)"
+            )
+        return (
+            f"(SELECT json_group_object(l.position, l.{column}) FROM {table.name} AS l "
+            "WHERE l.run_id = r.run_id)"
+        )
+
+    def statements(self) -> tuple[str, list[str]]:
+        """The statement selecting the runs (``run_id``, whether the document is a JSON
+        object, [modes, tags,] the fields), and the statements reading the labels of every run
+        (``run_id``, label, in document order) when nothing is filtered: then two plain
+        scans cost less than one probe per run; with filters, the labels of the selected runs
+        come with them (the filters are evaluated once).
         """
         q = self.q
         ok = (
@@ -660,7 +678,6 @@ class _RunSQL:
             else "(CASE WHEN json_valid(r.doc) THEN ltrim(r.doc, ' ' || char(9, 10, 13)) "
             "LIKE '{%' ELSE 0 END)"
         )
-        cols = ["r.run_id", ok, *(self.field(f) for f in q.fields)]
         conds = []
         if q.run_id:
             conds.append(self.any_of("r.run_id", q.run_id))
@@ -670,6 +687,10 @@ class _RunSQL:
             conds.append(self.labelled(run_tags_table, "tag", q.include_tags, True))
         if q.exclude_tags:
             conds.append(f"NOT {self.labelled(run_tags_table, 'tag', q.exclude_tags, True)}")
+        cols = ["r.run_id", ok]
+        if conds:
+            cols += [self.labels(table, column) for table, column in _LABEL_TABLES]
+        cols += [self.field(f) for f in q.fields]
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
         # PostgreSQL parses each selected document once (the filters above apply first)
         source = f"{runs_table.name} AS r"
@@ -677,17 +698,23 @@ class _RunSQL:
             # OFFSET 0 keeps the planner from copying the cast into every use of d.j
             source += " CROSS JOIN LATERAL (SELECT CAST(r.doc AS jsonb) AS j OFFSET 0) AS d"
         main = f"SELECT {', '.join(cols)} FROM {source}{where}"
-        selected = f" WHERE l.run_id IN (SELECT r.run_id FROM {runs_table.name} AS r{where})"
-        labels = [
-            f"SELECT l.run_id, l.{column} FROM {table.name} AS l"
-            f"{selected if conds else ''} ORDER BY l.run_id, l.position"
+        if conds:
+            return main, []
+        return main, [
+            f"SELECT l.run_id, l.{column} FROM {table.name} AS l ORDER BY l.run_id, l.position"
             for table, column in _LABEL_TABLES
         ]
-        return main, labels[0], labels[1]
 
 
 class _NotInSQL(Exception):
     """A pattern this database cannot evaluate as Python would: the query runs in Python."""
+
+
+def _in_order(labels: str | None) -> list[str]:
+    """The labels of an SQLite ``json_group_object(position, label)`` in position order."""
+    if labels is None:
+        return []
+    return [v for _, v in sorted(json.loads(labels).items(), key=lambda kv: int(kv[0]))]
 
 
 class SQLFrontend(StorageFrontend):
@@ -1604,18 +1631,19 @@ class SQLFrontend(StorageFrontend):
             return super()._query_runs(query)
         try:
             build = _RunSQL(self.dialect, query)
-            stmts = [sa.text(x) for x in build.statements()]
+            main, label_stmts = build.statements()
         except _NotInSQL as e:
             logger.info("run query: pattern %r is matched in Python, not in PostgreSQL", e.args[0])
             return super()._query_runs(query)
         sqlite = self.dialect == "sqlite"
 
-        def run(conn: Connection) -> tuple[list[list[Any]], list[str]]:
-            found = [list(conn.execute(x, build.params).all()) for x in stmts]
-            return found, self._data_only_runs(conn)
+        def run(conn: Connection) -> tuple[list[Any], list[list[Any]], list[str]]:
+            rows = list(conn.execute(sa.text(main), build.params).all())
+            labels = [list(conn.execute(sa.text(x)).all()) for x in label_stmts]
+            return rows, labels, self._data_only_runs(conn)
 
         try:
-            (rows, mode_rows, tag_rows), data_only = self._run(run)
+            rows, label_rows, data_only = self._run(run)
         except DataError as e:  # PostgreSQL: a document that is not JSON, or a regex it refuses
             logger.warning(
                 "run query on %r runs in Python: the database refused it (%s)",
@@ -1623,13 +1651,13 @@ class SQLFrontend(StorageFrontend):
                 str(e.orig).splitlines()[0] if e.orig is not None else e,
             )
             return super()._query_runs(query)
-        labels: list[dict[str, list[str]]] = [{}, {}]
-        for found, into in zip((mode_rows, tag_rows), labels, strict=True):
+        every: list[dict[str, list[str]]] = [{} for _ in label_rows]
+        for found, into in zip(label_rows, every, strict=True):
             for run_id, label in found:
                 into.setdefault(run_id, []).append(label)
-        modes, tags = labels
         out = []
-        for run_id, ok, *values in rows:
+        for row in rows:
+            run_id, ok = row[0], row[1]
             if not self._valid_run_id(run_id):
                 continue
             if not ok:
@@ -1637,13 +1665,17 @@ class SQLFrontend(StorageFrontend):
                 logger.warning("run query: %s", msg)
                 self.skipped.append(msg)
                 continue
+            if every:  # labels of every run, read apart
+                modes, tags = (e.get(run_id, []) for e in every)
+                values = list(row[2:])
+            else:
+                modes, tags, values = row[2], row[3], list(row[4:])
+                if sqlite:  # {position: label} objects
+                    modes, tags = _in_order(modes), _in_order(tags)
             if sqlite:  # fields as JSON text
                 values = [None if v is None else json.loads(v) for v in values]
             fields = dict(zip(query.fields, values, strict=True))
-            record = RunRecord(
-                run_id, True, tuple(modes.get(run_id, ())), tuple(tags.get(run_id, ())), fields
-            )
-            out.append(record)
+            out.append(RunRecord(run_id, True, tuple(modes), tuple(tags), fields))
         for run_id in data_only:
             if self._valid_run_id(run_id):
                 record = query.record(run_id, None)
