@@ -39,9 +39,10 @@ local disk and, where it says so, on S3 (moto behind :mod:`latency_proxy`, see :
 Each case process first makes and reads a tiny run with the same system (imports, thread
 pools, numba compilation, connection pools are one-time costs; strata's tiny run, ``warm``,
 goes into the same store as the timed one, so its filesystem, cached by URL, is warm too),
-loads the input, then times one operation. Data generation and loading the input are never timed. Throughput is
-uncompressed bytes over wall time (CPU seconds are in the JSON). Peak memory is the largest
-resident set size (psutil, sampled every 5 ms) while the timed operation runs; "+MB" is that
+loads the input, then times one operation. Data generation and loading the input are never
+timed. Throughput is uncompressed bytes over wall time (CPU seconds are in the JSON). Peak
+memory is the largest resident set size (psutil, sampled every 5 ms) while the timed
+operation runs; "+MB" is that
 peak less the resident size just before it; the process's lifetime peak (``ru_maxrss``) is in
 the JSON. Bytes fetched: on S3 the response bodies the proxy passed; locally the bytes the
 process read through ``read``-family system calls (``rchar`` of ``/proc/self/io``) while the
