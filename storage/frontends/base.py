@@ -330,6 +330,21 @@ class Entry:
     partitions: int
     writing_ended: str
 
+    @classmethod
+    def of(cls, m: Manifest, location: Location, stored_bytes: int | None = None) -> Entry:
+        """The entry of the key that manifest ``m`` commits at ``location``."""
+        return cls(
+            key=m.key,
+            location=location,
+            rows=m.rows,
+            nbytes=m.nbytes,
+            stored_bytes=stored_bytes,
+            start=m.start,
+            end=m.end,
+            partitions=len(m.partitions),
+            writing_ended=m.writing_ended,
+        )
+
 
 class StorageFrontend(ABC):
     """A catalog of stored data (strax's StorageFrontend).

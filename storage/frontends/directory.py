@@ -147,19 +147,7 @@ class DirectoryFrontend(StorageFrontend):
                 logger.warning("listing: %s", e)
                 self.skipped.append(str(e))
                 continue
-            out.append(
-                Entry(
-                    key=m.key,
-                    location=Location("zarr", bk, m),
-                    rows=m.rows,
-                    nbytes=m.nbytes,
-                    stored_bytes=None,
-                    start=m.start,
-                    end=m.end,
-                    partitions=len(m.partitions),
-                    writing_ended=m.writing_ended,
-                )
-            )
+            out.append(Entry.of(m, Location("zarr", bk, m)))
         return out
 
     def _backend_for_save(self, key: DataKey) -> str:

@@ -158,21 +158,9 @@ class StraxDirectoryFrontend(StorageFrontend):
                 self.skipped.append(str(e))
                 continue
             files = [c.filesize for c in m.chunks if c.n]
-            out.append(
-                Entry(
-                    key=m.key,
-                    location=Location("strax", folder, m),
-                    rows=m.rows,
-                    nbytes=m.nbytes,
-                    stored_bytes=sum(f for f in files if f is not None)
-                    if all(f is not None for f in files)
-                    else None,
-                    start=m.start,
-                    end=m.end,
-                    partitions=len(m.partitions),
-                    writing_ended=m.writing_ended,
-                )
-            )
+            known = all(f is not None for f in files)
+            stored = sum(f for f in files if f is not None) if known else None
+            out.append(Entry.of(m, Location("strax", folder, m), stored))
         return out
 
     def _backend_for_save(self, key: DataKey) -> str:

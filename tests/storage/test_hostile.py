@@ -460,6 +460,27 @@ def test_unreferenced_symlinked_attempt_is_not_followed_by_gc(fe, root, tmp_path
     victim()
 
 
+def test_overwrite_does_not_mark_a_symlinked_superseded_attempt(fe, root, tmp_path, victim):
+    """The attempt an overwrite replaces gets a ``strata.superseded`` marker, but never
+    through a link that leads out of the store."""
+    attempt = _attempt_dir(fe, root)
+    outside = tmp_path / "outside"
+    shutil.move(str(attempt), str(outside))
+    attempt.symlink_to(outside, target_is_directory=True)
+    before = local_tree(outside)
+    data = save(fe, seed=7, overwrite=True)
+    assert fe.loader(KEY).to_numpy().tobytes() == data.tobytes()
+    assert local_tree(outside) == before  # no marker written through the link
+    victim()
+
+
+def test_overwrite_marks_the_superseded_attempt(fe, root):
+    old = _attempt_dir(fe, root)
+    save(fe, seed=7, overwrite=True)
+    note = json.loads((old / "strata.superseded").read_bytes())
+    assert note["superseded_by"] == fe.loader(KEY).manifest.attempt != old.name
+
+
 # -- 2. committed means complete --------------------------------------------------------------
 def _t(frac: float) -> int:
     return int(frac * PARTITION_NS)

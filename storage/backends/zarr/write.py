@@ -19,7 +19,7 @@ import numpy as np
 
 from ... import __version__, _zarr, layout
 from ...commit import AttemptMissing, CommitResult, commit_manifest
-from ...errors import DataCorrupted, DataNotAvailable, os_error
+from ...errors import DataCorrupted, DataNotAvailable, StorageError, os_error
 from ...keys import DataKey
 from ...manifest import Digest, Manifest, Partition, Segment, now_iso
 from ...records import dtype_to_json
@@ -275,8 +275,10 @@ class ZarrSaver(Saver):
         if replaced is not None and replaced != self.attempt:
             body = json.dumps({"superseded_by": self.attempt, "at": now_iso()}).encode()
             try:
+                # the attempt folder may be a link out of the store: never write through it
+                b._checked(lay.attempt_dir(self.backend_key, replaced))
                 b.fs.pipe_file(lay.superseded(self.backend_key, replaced), body)
-            except OSError as e:
+            except (OSError, StorageError) as e:
                 logger.debug("could not mark %s superseded: %s", replaced, e)
         if self.overwrite:
             b._remove_legacy_manifest(self.backend_key)
