@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from strata.storage import (
+    DataCorrupted,
     DataExistsError,
     DataKey,
     DataNotAvailable,
@@ -46,21 +47,27 @@ from strata.storage import (
     StorageFrontend,
 )
 from strata.storage.commit import LostRace
+from strata.storage.keys import canonical_json, lineage_matches
 from strata.storage.saver import Saver
 
 from .dtypes import merge_arrays, merged_dtype
 from .errors import CreationForbidden, IncompatibleTargets, InvalidRequest, InvalidRunDefinition
-from .lineage import RunPlugins, Subrun
+from .lineage import RunPlugins, Subrun, piece_spans, spans_of, without_piece
 from .plugin import Plugin, SaveWhen
 
 __all__ = [
     "STORAGE_KIND_ORDER",
     "Found",
     "GraphBuilder",
+    "StoredPiece",
     "Stream",
     "align_intervals",
     "loading_order",
+    "partitions_in",
+    "partitions_overlapping",
     "select_dtype",
+    "selection_windows",
+    "source_partitions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,6 +113,17 @@ class Stream:
     """Loaded by a fuzzy match, or computed from such data: never saved."""
     subruns: list[Stream] = field(default_factory=list)
     """For a superrun's concatenated type: the subruns' streams it is made of, in time order."""
+    inputs: list[tuple[Stream, list[list[int]]]] = field(default_factory=list)
+    """For a computed type: each dependency's stream and, per partition of this one, the
+    indices of that dependency's partitions it is computed from."""
+    tasks: list[Any] = field(default_factory=list)
+    """For a computed type: the compute task of each partition (shared with the plugin's
+    other outputs)."""
+    held: dict[int, StoredPiece] = field(default_factory=dict)
+    """Partition mode: the partitions read from stored pieces instead of computed."""
+    save_plugin: Plugin | None = None
+    """Partition mode: the plugin whose metadata a piece of this type is saved with (``None``:
+    not saved)."""
 
     @property
     def stored(self) -> bool:
@@ -129,6 +147,27 @@ class Found(NamedTuple):
     ) -> Any:
         """Lazy data at this location (the manifest is not read again if already read)."""
         return self.frontend.loader_at(self.location, fields=fields, time_range=time_range)
+
+
+@dataclass(frozen=True)
+class StoredPiece:
+    """A stored piece of a data type: a key holding only some partitions of a run.
+
+    ``indices`` are the partitions of the full partition list it holds (in order), ``spans``
+    the ``[start, end)`` time spans its lineage names (one per run of consecutive
+    partitions).
+    """
+
+    key: DataKey
+    frontend: StorageFrontend
+    location: Location
+    indices: tuple[int, ...]
+    spans: tuple[Interval, ...]
+    rows: int
+
+    def loader(self) -> Any:
+        """Lazy data of the piece (its manifest is not read again)."""
+        return self.frontend.loader_at(self.location)
 
 
 @dataclass
@@ -265,6 +304,170 @@ def restrict_intervals(
     return out
 
 
+# -- per-partition work: selections --------------------------------------------------------
+def saver_metadata(plugin: Plugin, data_type: str) -> dict[str, Any]:
+    """The metadata a saver of ``data_type`` made by ``plugin`` stores in the manifest."""
+    cls = type(plugin)
+    return {
+        "plugin": cls.__name__,
+        "version": cls.resolved_version(),
+        "data_kind": cls.kind_of(data_type),
+        "field_help": plugin.field_help_of(data_type),
+    }
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _shown(intervals: Sequence[Interval], limit: int = 6) -> str:
+    items = [f"{i}: [{a}, {b})" for i, (a, b) in enumerate(intervals[:limit])]
+    more = f", ... ({len(intervals)} in all)" if len(intervals) > limit else ""
+    return ", ".join(items) + more
+
+
+def source_partitions(plugins: RunPlugins, data_type: str) -> list[Interval] | None:
+    """The partition list of the source plugins ``data_type`` is made from (what partition
+    indices refer to), or ``None`` if they partition the run differently.
+    """
+    lists: dict[str, list[Interval]] = {}
+    todo, seen = [data_type], set()
+    while todo:
+        dt = todo.pop()
+        if dt in seen:
+            continue
+        seen.add(dt)
+        cls = plugins.plugin_class(dt)
+        if cls.is_source():
+            ivs = plugins.plugin(dt).checked_partitions(plugins.run_id)
+            lists[canonical_json(ivs)] = ivs
+        todo.extend(cls.dependencies())
+    return next(iter(lists.values())) if len(lists) == 1 else None
+
+
+def selection_windows(
+    selection: Any, reference: Sequence[Interval] | None, what: str
+) -> list[Interval]:
+    """``partitions=`` as time windows: each item an index into ``reference`` (the source
+    partition list) or a ``(start, end)`` interval; items sorted, none repeated or
+    overlapping. ``InvalidRequest`` naming the bad item and the rule otherwise.
+    """
+    items = [selection] if _is_int(selection) else selection
+    try:
+        items = list(items)
+    except TypeError:
+        raise InvalidRequest(
+            f"{what}: partitions= takes partition indices or (start, end) intervals, "
+            f"got {selection!r}"
+        ) from None
+    if not items:
+        raise InvalidRequest(f"{what}: partitions= is empty; give at least one partition")
+    windows: list[Interval] = []
+    prev: Any = None
+    for item in items:
+        if _is_int(item):
+            if reference is None:
+                raise InvalidRequest(
+                    f"{what}: partition index {item!r} is ambiguous: its source plugins "
+                    "partition the run differently; give (start, end) intervals instead"
+                )
+            if not 0 <= int(item) < len(reference):
+                raise InvalidRequest(
+                    f"{what}: partition index {item!r} is out of range: the run has "
+                    f"{len(reference)} partitions (0 to {len(reference) - 1}): "
+                    f"{_shown(reference)}"
+                )
+            window = reference[int(item)]
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and all(_is_int(v) for v in item):
+            window = (int(item[0]), int(item[1]))
+            if window[0] >= window[1]:
+                raise InvalidRequest(f"{what}: partition interval {item!r} is empty or reversed")
+        else:
+            raise InvalidRequest(
+                f"{what}: partitions= items are partition indices or (start, end) intervals "
+                f"of integer nanoseconds, got {item!r}"
+            )
+        if windows and (window[0] < windows[-1][1] or window == windows[-1]):
+            raise InvalidRequest(
+                f"{what}: partitions= must be sorted, with no item repeated or overlapping "
+                f"another: {item!r} comes after {prev!r}"
+            )
+        windows.append(window)
+        prev = item
+    return windows
+
+
+def partitions_in(
+    windows: Sequence[Interval], intervals: Sequence[Interval], what: str
+) -> list[int]:
+    """The indices of the partitions ``intervals`` that lie in ``windows``.
+
+    ``InvalidRequest`` if a window cuts a partition (a partition is the unit of work: it is
+    never split) or holds none.
+    """
+    chosen: list[int] = []
+    for a, b in windows:
+        inside = []
+        for i, (s, e) in enumerate(intervals):
+            if a == b or s == e:
+                hit = (s, e) == (a, b) if a == b else a <= s < b
+            else:
+                hit = a <= s and e <= b
+                if not hit and s < b and e > a:
+                    raise InvalidRequest(
+                        f"{what}: ({a}, {b}) cuts partition {i} [{s}, {e}); a partition is the "
+                        "unit of work and is never split (where dependencies partition the run "
+                        "differently, partitions are merged so that none straddles a cut): "
+                        f"select whole partitions, e.g. ({min(a, s)}, {max(b, e)}); the "
+                        f"partitions are {_shown(intervals)}"
+                    )
+            if hit:
+                inside.append(i)
+        if not inside:
+            raise InvalidRequest(
+                f"{what}: ({a}, {b}) holds no partition; the partitions are {_shown(intervals)}"
+            )
+        chosen.extend(inside)
+    return sorted(set(chosen))
+
+
+def partitions_overlapping(
+    time_range: tuple[int, int], intervals: Sequence[Interval], what: str
+) -> list[int]:
+    """The indices of the partitions that can hold records with ``t0 <= time < t1``."""
+    t0, t1 = time_range
+    out = [i for i, (s, e) in enumerate(intervals) if s < t1 and e >= t0]
+    if not out:
+        raise InvalidRequest(
+            f"{what}: time_range ({t0}, {t1}) overlaps no partition; the partitions are "
+            f"{_shown(intervals)}"
+        )
+    return out
+
+
+def _indices_of(
+    intervals: Sequence[Interval], held: Sequence[Interval], what: str, data_type: str
+) -> tuple[int, ...]:
+    """The indices in ``intervals`` of ``held`` (in order); ``DataCorrupted`` if one is not
+    there.
+    """
+    out: list[int] = []
+    j = 0
+    for iv in held:
+        while j < len(intervals) and intervals[j] != iv:
+            j += 1
+        if j == len(intervals):
+            raise DataCorrupted(
+                f"{what} holds partition [{iv[0]}, {iv[1]}), which is not (in order) a "
+                f"partition of the run's {data_type!r} ({_shown(intervals)}); remove it"
+            )
+        out.append(j)
+        j += 1
+    if not out:
+        raise DataCorrupted(f"{what} holds no partition; remove it")
+    return tuple(out)
+
+
 class GraphBuilder:
     """Builds the Dask graph of one run, one data type at a time.
 
@@ -287,6 +490,10 @@ class GraphBuilder:
     write_superruns
         Save what is computed for a superrun (else superrun results are computed, never saved;
         the subruns' data they are made from is saved as usual).
+    partition_mode
+        Per-partition work: computed partitions are taken from stored pieces where there are
+        some, nothing is saved until :meth:`need` says which partitions are wanted, and
+        :meth:`finish_pieces` then adds a piece saver per type for the partitions it computes.
 
     """
 
@@ -302,6 +509,7 @@ class GraphBuilder:
         fuzzy_for_options: Sequence[str] = (),
         forbid_creation_of: Sequence[str] = (),
         write_superruns: bool = False,
+        partition_mode: bool = False,
     ) -> None:
         self.plugins = plugins
         self.run_id = plugins.run_id
@@ -321,6 +529,10 @@ class GraphBuilder:
         """The compute and commit tasks: what progress is counted in."""
         self._gathered: dict[tuple[str, tuple[int, ...]], Any] = {}
         self._children: dict[str, GraphBuilder] = {}
+        self.partition_mode = bool(partition_mode)
+        self.needed: dict[str, set[int]] = {}
+        """Partition mode: the partitions of each data type the selection needs."""
+        self._listings: dict[int, list[Any]] = {}
 
     # -- finding ----------------------------------------------------------------------------
     def find(self, data_type: str) -> Found | None:
@@ -339,7 +551,32 @@ class GraphBuilder:
                     loc, stored = fe.find_key(key, fuzzy_for, fuzzy_for_options)
                 except DataNotAvailable:
                     continue
+                if stored != key and piece_spans(stored.lineage, data_type, str(stored)):
+                    # a fuzzy match found a piece: it holds some partitions only, never the
+                    # whole of the data asked for; look for a full key among the others
+                    found = self._fuzzy_full(fe, key, fuzzy_for, fuzzy_for_options)
+                    if found is None:
+                        continue
+                    return found
                 return Found(fe, stored, loc)
+        return None
+
+    def _fuzzy_full(
+        self,
+        fe: StorageFrontend,
+        key: DataKey,
+        fuzzy_for: tuple[str, ...],
+        fuzzy_for_options: tuple[str, ...],
+    ) -> Found | None:
+        """A stored key of ``fe`` that fuzzily matches ``key`` and is not a piece."""
+        for entry in fe.list(self.run_id):
+            k = entry.key
+            if (
+                k.data_type == key.data_type
+                and piece_spans(k.lineage, k.data_type, str(k)) is None
+                and lineage_matches(k.lineage, key.lineage, fuzzy_for, fuzzy_for_options)
+            ):
+                return Found(fe, k, entry.location)
         return None
 
     def is_stored(self, data_type: str) -> bool:
@@ -448,29 +685,33 @@ class GraphBuilder:
 
     def load(self, data_type: str, found: Found) -> Stream:
         """The stream of ``data_type`` read from where ``found`` says it is."""
-        import dask
-
         frontend, stored = found.frontend, found.key
         key = self.plugins.key(data_type)
         fuzzy = stored != key
         if fuzzy:
             logger.info("run %s: loading %s for %s (fuzzy match)", self.run_id, stored, key)
         lazy = found.loader()
-        m = lazy.manifest
+        intervals, parts = self._stored_parts(lazy, str(stored))
+        return Stream(data_type, key, lazy.dtype, intervals, parts, frontend, stored, fuzzy)
+
+    def _stored_parts(self, lazy: Any, name: str) -> tuple[list[Interval], list[Any]]:
+        """The partition intervals of stored lazy data and a ``Delayed`` read of each."""
+        import dask
+
         dtype = lazy.dtype
         intervals: list[Interval] = []
         parts = []
         offset = 0
-        for i, p in enumerate(m.partitions):
+        for i, p in enumerate(lazy.manifest.partitions):
             intervals.append((p.start, p.end))
-            name = f"load-{stored}-{self.token}-{i}"
+            task = f"load-{name}-{self.token}-{i}"
             if p.rows:
                 piece = lazy.array[offset : offset + p.rows]
-                parts.append(dask.delayed(_as_array)(piece, dtype, dask_key_name=name))
+                parts.append(dask.delayed(_as_array)(piece, dtype, dask_key_name=task))
             else:
-                parts.append(dask.delayed(np.zeros)(0, dtype, dask_key_name=name))
+                parts.append(dask.delayed(np.zeros)(0, dtype, dask_key_name=task))
             offset += p.rows
-        return Stream(data_type, key, dtype, intervals, parts, frontend, stored, fuzzy)
+        return intervals, parts
 
     def _forbidden(self, data_type: str) -> bool:
         return data_type in self.forbid_creation_of or "*" in self.forbid_creation_of
@@ -507,7 +748,8 @@ class GraphBuilder:
                 plugin, i, start, end, inputs, dask_key_name=name
             )
             tasks.append(task)
-            self.units.append(task)
+            if not self.partition_mode:  # else only the tasks the selection needs count
+                self.units.append(task)
         logger.debug(
             "run %s: computing %s in %d partition(s)", self.run_id, cls.outputs(), len(tasks)
         )
@@ -527,10 +769,20 @@ class GraphBuilder:
                 list(intervals),
                 parts,
                 fuzzy=fuzzy,
+                inputs=[
+                    (s, [members[j][i] for i in range(len(intervals))])
+                    for j, s in enumerate(dep_streams)
+                ],
+                tasks=tasks,
             )
             self.streams[output] = stream
+            if self.partition_mode and not fuzzy:
+                self._hold_pieces(stream)
             if self._should_save(output, cls, fuzzy):
-                self._add_savers(stream, plugin)
+                if self.partition_mode:
+                    stream.save_plugin = plugin  # a piece, once the selection is known
+                else:
+                    self._add_savers(stream, plugin)
 
     def _gather(self, stream: Stream, indices: list[int]) -> Any:
         if len(indices) == 1:
@@ -577,29 +829,155 @@ class GraphBuilder:
             return False
         return True
 
-    def _add_savers(self, stream: Stream, plugin: Plugin) -> None:
-        cls = type(plugin)
-        metadata = {
-            "plugin": cls.__name__,
-            "version": cls.resolved_version(),
-            "data_kind": cls.kind_of(stream.data_type),
-            "field_help": plugin.field_help_of(stream.data_type),
-        }
+    def _add_savers(
+        self, stream: Stream, plugin: Plugin, indices: Sequence[int] | None = None
+    ) -> None:
+        """Saver sinks of ``stream`` (only partitions ``indices``, as a piece, if given)."""
+        metadata = saver_metadata(plugin, stream.data_type)
+        key, parts, intervals = stream.key, stream.parts, stream.intervals
+        if indices is not None:
+            spans = spans_of(stream.intervals, indices)
+            key = self.plugins.piece_key(stream.data_type, spans)
+            metadata["partitions"] = [list(sp) for sp in spans]
+            metadata["piece_of"] = str(stream.key)
+            parts = [stream.parts[i] for i in indices]
+            intervals = [stream.intervals[i] for i in indices]
+        self.add_sinks(key, stream.dtype, metadata, parts, intervals)
+
+    def add_sinks(
+        self,
+        key: DataKey,
+        dtype: np.dtype[Any],
+        metadata: dict[str, Any],
+        parts: Sequence[Any],
+        intervals: Sequence[Interval],
+    ) -> int:
+        """Saver sinks committing ``parts`` under ``key`` to every writable frontend that takes
+        its data type; returns how many were added.
+        """
+        added = 0
         for fe in self.frontends:
-            if fe.readonly or not fe.takes(stream.data_type):
+            if fe.readonly or not fe.takes(key.data_type):
                 continue
             try:
                 # a key names what produced the data: if another saver commits it first, the
                 # stored data is what this one would have written (storage.commit)
-                saver = fe.saver(
-                    stream.key, stream.dtype, metadata=metadata, lost_race=LostRace.USE_STORED
-                )
+                saver = fe.saver(key, dtype, metadata=metadata, lost_race=LostRace.USE_STORED)
             except (DataExistsError, ReadOnlyError) as e:
-                logger.info("not saving %s to %r: %s", stream.key, fe, e)
+                logger.info("not saving %s to %r: %s", key, fe, e)
                 continue
-            sink = saver.save(stream.parts, stream.intervals)
+            sink = saver.save(list(parts), list(intervals))
             self.save_tasks.append(SaveTask(saver, fe, sink))
             self.units.append(sink)
+            added += 1
+        return added
+
+    # -- per-partition work -----------------------------------------------------------------
+    def _listing(self, n: int, fe: StorageFrontend) -> list[Any]:
+        if n not in self._listings:
+            self._listings[n] = fe.list(self.run_id)
+        return self._listings[n]
+
+    def stored_pieces(self, data_type: str, intervals: Sequence[Interval]) -> list[StoredPiece]:
+        """The stored pieces of ``data_type`` of this run (exact lineage only), nearest
+        frontend first, with the indices into ``intervals`` (the full partition list) of the
+        partitions each holds.
+
+        Raises ``DataCorrupted`` naming the piece if its partitions are not partitions of the
+        full list or differ from what its lineage says it holds.
+        """
+        wanted = canonical_json(self.plugins.key(data_type).lineage)
+        out: list[StoredPiece] = []
+        for n, fe in enumerate(self.load_order):
+            if not fe.takes(data_type):
+                continue
+            for entry in self._listing(n, fe):
+                key = entry.key
+                if key.data_type != data_type:
+                    continue
+                spans = piece_spans(key.lineage, data_type, str(key))
+                if spans is None or canonical_json(without_piece(key.lineage, data_type)) != wanted:
+                    continue
+                m = fe.manifest_at(entry.location)
+                held = [(p.start, p.end) for p in m.partitions]
+                indices = _indices_of(intervals, held, f"piece {key} in {fe!r}", data_type)
+                if spans_of(intervals, indices) != spans:
+                    raise DataCorrupted(
+                        f"piece {key} in {fe!r}: its lineage says it holds {list(spans)} but its "
+                        f"partitions span {spans_of(intervals, indices)}; remove it"
+                    )
+                out.append(StoredPiece(key, fe, entry.location, indices, spans, m.rows))
+        return out
+
+    def piece_parts(self, piece: StoredPiece, dtype: np.dtype[Any]) -> dict[int, Any]:
+        """``{index in the full partition list: Delayed read}`` of the partitions of a
+        stored piece (verified when read, like every read); ``DataCorrupted`` if its dtype is
+        not ``dtype``.
+        """
+        lazy = piece.loader()
+        if lazy.dtype != dtype:
+            raise DataCorrupted(
+                f"piece {piece.key} in {piece.frontend!r} has dtype {lazy.dtype}, not the "
+                f"{dtype} its plugin declares; remove it"
+            )
+        _, parts = self._stored_parts(lazy, str(piece.key))
+        return dict(zip(piece.indices, parts, strict=True))
+
+    def _hold_pieces(self, stream: Stream) -> None:
+        """Read the partitions of ``stream`` that stored pieces hold from them."""
+        for piece in self.stored_pieces(stream.data_type, stream.intervals):
+            if all(i in stream.held for i in piece.indices):
+                continue
+            for i, part in self.piece_parts(piece, stream.dtype).items():
+                if i not in stream.held:
+                    stream.parts[i] = part
+                    stream.held[i] = piece
+
+    def need(self, data_type: str, indices: Sequence[int]) -> None:
+        """Partition mode: partitions ``indices`` of ``data_type`` (a stream already built)
+        are wanted; what they are computed from is needed in turn.
+        """
+        self._need(self.streams[data_type], set(indices))
+
+    def _need(self, stream: Stream, indices: set[int]) -> None:
+        got = self.needed.setdefault(stream.data_type, set())
+        new = indices - got
+        if not new:
+            return
+        got |= new
+        if stream.loaded_from is not None:
+            return
+        computed = {i for i in new if i not in stream.held}
+        if not computed:
+            return
+        for dep, members in stream.inputs:
+            self._need(dep, {k for i in computed for k in members[i]})
+        for other in self.streams.values():
+            if other is not stream and other.tasks and other.tasks is stream.tasks:
+                self._need(other, computed)  # the plugin's other outputs come with them
+
+    def computed_needed(self, data_type: str) -> list[int]:
+        """Partition mode: the needed partitions of ``data_type`` that are computed."""
+        s = self.streams[data_type]
+        if s.loaded_from is not None:
+            return []
+        return sorted(i for i in self.needed.get(data_type, ()) if i not in s.held)
+
+    def finish_pieces(self) -> None:
+        """Partition mode: count the needed compute tasks as progress units and add a piece
+        saver per saved type for the partitions it computes.
+        """
+        seen: set[Any] = set()
+        for data_type in self.needed:
+            s = self.streams[data_type]
+            todo = self.computed_needed(data_type)
+            for i in todo:
+                task = s.tasks[i]
+                if task.key not in seen:
+                    seen.add(task.key)
+                    self.units.append(task)
+            if todo and s.save_plugin is not None:
+                self._add_savers(s, s.save_plugin, todo)
 
     # -- outputs ----------------------------------------------------------------------------
     def output(
@@ -607,10 +985,12 @@ class GraphBuilder:
         targets: Sequence[str],
         fields: Sequence[str] | None = None,
         time_range: tuple[int, int] | None = None,
+        indices: Sequence[int] | None = None,
     ) -> tuple[list[Any], np.dtype[Any]]:
         """Per-partition ``Delayed`` arrays of ``targets`` merged side by side, with only
         ``fields`` and, for ``time_range=(t0, t1)``, only records with ``t0 <= time < t1``
-        (and only the partitions that can hold them). Returns ``(parts, dtype)``.
+        (and only the partitions that can hold them); only partitions ``indices`` of the
+        aligned partitioning if given. Returns ``(parts, dtype)``.
         """
         import dask
 
@@ -620,8 +1000,11 @@ class GraphBuilder:
         dtype = select_dtype(merged_dtype([s.dtype for s in streams]), fields, what)
         names = list(targets)
         parts = []
+        chosen = None if indices is None else set(indices)
         for i, (start, end) in enumerate(intervals):
             if time_range is not None and not (start < time_range[1] and end >= time_range[0]):
+                continue
+            if chosen is not None and i not in chosen:
                 continue
             inputs = [self._gather(s, members[j][i]) for j, s in enumerate(streams)]
             name = f"output-{'.'.join(names)}-{self.run_id}-{self.token}-{i}"
@@ -630,14 +1013,15 @@ class GraphBuilder:
             )
         return parts, dtype
 
-    def row_counts(self, data_type: str) -> list[Any]:
-        """``Delayed`` row counts of the partitions of ``data_type``: computes it, returns
-        little (for making data that is not saved).
+    def row_counts(self, data_type: str, indices: Sequence[int] | None = None) -> list[Any]:
+        """``Delayed`` row counts of the partitions (``indices``: only those) of
+        ``data_type``: computes it, returns little (for making data that is not saved).
         """
         import dask
 
         s = self.stream(data_type)
+        chosen = range(len(s.parts)) if indices is None else indices
         return [
-            dask.delayed(_rows)(p, dask_key_name=f"rows-{data_type}-{self.token}-{i}")
-            for i, p in enumerate(s.parts)
+            dask.delayed(_rows)(s.parts[i], dask_key_name=f"rows-{data_type}-{self.token}-{i}")
+            for i in chosen
         ]

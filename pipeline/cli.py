@@ -191,6 +191,25 @@ def load_plugins(specs: Sequence[str]) -> list[type[Plugin]]:
     return out
 
 
+def _parse_partitions(text: str) -> list[int | tuple[int, int]]:
+    """``--partitions``: comma-separated indices and ``START:END`` intervals."""
+    out: list[int | tuple[int, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            if ":" in item:
+                a, b = item.split(":")
+                out.append((int(a), int(b)))
+            else:
+                out.append(int(item))
+        except ValueError:
+            raise click.BadParameter(
+                f"{item!r} is neither a partition index nor START:END (integers)",
+                param_hint="--partitions",
+            ) from None
+    return out
+
+
 def _parse_config(items: Sequence[str]) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for item in items:
@@ -586,6 +605,14 @@ def _plot_spectrum(arr: Any, path: Path, n_runs: int) -> None:
 @click.argument("target")
 @_pipeline_options
 @click.option("--save", multiple=True, help="Also save this data type (repeatable).")
+@click.option(
+    "--partitions",
+    "partitions",
+    default=None,
+    metavar="ITEMS",
+    help="Make only these partitions, saved as a piece: comma-separated indices into the "
+    "run's partition list and START:END intervals, e.g. '0,3' or '0:2000'.",
+)
 @_cluster_options("threads", "Address of a Dask scheduler (tcp://host:8786), or 'threads'.")
 @_errors
 def make(
@@ -595,23 +622,36 @@ def make(
     storage: tuple[str, ...],
     config: tuple[str, ...],
     save: tuple[str, ...],
+    partitions: str | None,
     scheduler: str,
     scheduler_file: Path | None,
 ) -> None:
     """Make TARGET for RUN_ID (compute what is missing, save it) and list what is stored.
+
+    With --partitions only those partitions are made and saved as a piece (see
+    Context.make's partitions=); merge the pieces with Context.merge_partitions.
 
     On a Dask cluster (--scheduler, DASK_SCHEDULER_ADDRESS or --scheduler-file) the workers
     compute, write and commit; the workers must be able to import the plugins and reach the
     storage URLs.
     """
     plugins = load_plugins(plugin_specs)
+    selection = None if partitions is None else _parse_partitions(partitions)
     sched, sched_file = _scheduler_choice(scheduler, scheduler_file)
     with _dask_client(sched, 1, sched_file, plugins) as client:
         ctx = Context(
             storage=list(storage), register=plugins, config=_parse_config(config), client=client
         )
         key = ctx.key_for(run_id, target)
-        if ctx.is_stored(run_id, target):
+        if selection is not None:
+            with _progress_bar(f"making {target} (partitions {partitions})") as progress:
+                ctx.make(run_id, target, save=save, progress=progress, partitions=selection)
+            cover = ctx.partition_coverage(run_id, target)
+            _say(
+                f"{key}: {int(cover['stored'].sum())} of {len(cover)} partitions stored "
+                f"(in {len(ctx.stored_pieces(run_id, target))} piece(s) or the full key)"
+            )
+        elif ctx.is_stored(run_id, target):
             _say(f"{key} is already stored; nothing to do")
         else:
             with _progress_bar(f"making {target}") as progress:

@@ -16,6 +16,12 @@ Superruns (strax's ``define_run``)::
 
     ctx.define_run("_week1", ["r1", "r2", "r3"])           # or {"r1": "all", "r2": [(t0, t1)]}
     ctx.get_array("_week1", "peaks")                      # the subruns' peaks, in time order
+
+Per-partition work (strax's ``chunk_number`` and ``merge_per_chunk_storage``)::
+
+    ctx.make("run_001", "peaks", partitions=[0, 3])       # saved as a piece: its own key
+    ctx.partition_coverage("run_001", "peaks")            # which partitions are stored
+    ctx.merge_partitions("run_001", "peaks")              # the full key, nothing recomputed
 """
 
 from __future__ import annotations
@@ -51,12 +57,18 @@ from .build import (
     Found,
     GraphBuilder,
     SaveTask,
+    StoredPiece,
     Stream,
     _assemble,
     _concat,
     loading_order,
+    partitions_in,
+    partitions_overlapping,
     restrict_intervals,
+    saver_metadata,
     select_dtype,
+    selection_windows,
+    source_partitions,
 )
 from .dtypes import merged_dtype
 from .errors import (
@@ -69,7 +81,15 @@ from .errors import (
     PluginDefinitionError,
 )
 from .execute import Progress, active_client, run_graph
-from .lineage import SPEC_FIELD, RunPlugins, Subrun, SuperrunSpec, unknown_data_type
+from .lineage import (
+    SPEC_FIELD,
+    RunPlugins,
+    Subrun,
+    SuperrunSpec,
+    is_superrun,
+    spans_of,
+    unknown_data_type,
+)
 from .options import MISSING
 from .plugin import Plugin, SaveWhen, as_tuple, plugins_in
 
@@ -144,6 +164,19 @@ def _matches(name: str, pattern: str, pattern_type: str) -> bool:
         return re.match(pattern, name) is not None
     except re.error as e:
         raise InvalidRequest(f"bad regular expression {pattern!r}: {e}") from None
+
+
+def _time_range(value: Any) -> Interval:
+    """A ``(t0, t1)`` time range of integers with ``t0 < t1``; ``InvalidRequest`` otherwise."""
+    try:
+        t0, t1 = value
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"time_range must be (t0, t1), got {value!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (t0, t1)):
+        raise InvalidRequest(f"time_range must be integer nanoseconds (t0, t1), got {value!r}")
+    if t0 >= t1:
+        raise InvalidRequest(f"time_range {value!r} is empty or reversed (t0 < t1 is the rule)")
+    return int(t0), int(t1)
 
 
 def _intersect(a: Interval | None, b: Interval | None) -> tuple[bool, Interval | None]:
@@ -526,6 +559,7 @@ class Context:
         plugins: RunPlugins | None = None,
         config: Mapping[str, Any] | None = None,
         check_forbidden: bool = True,
+        partition_mode: bool = False,
     ) -> GraphBuilder:
         cc = self._context_config
         return GraphBuilder(
@@ -538,6 +572,7 @@ class Context:
             fuzzy_for_options=cc["fuzzy_for_options"],
             forbid_creation_of=cc["forbid_creation_of"] if check_forbidden else (),
             write_superruns=cc["write_superruns"],
+            partition_mode=partition_mode,
         )
 
     def _check_save(self, save: Targets) -> tuple[str, ...]:
@@ -734,6 +769,9 @@ class Context:
         save: Targets = (),
         progress: Progress | None = None,
         config: Mapping[str, Any] | None = None,
+        *,
+        partitions: Any = None,
+        time_range: tuple[int, int] | None = None,
     ) -> None:
         """Compute and save ``targets`` (and what they need) for one or several runs.
 
@@ -743,10 +781,23 @@ class Context:
         ``InvalidRequest``, a ``ValueError``). ``progress(done, total)`` is called as
         partition computations and commits finish. ``config`` overrides option values for
         this call only.
+
+        Per-partition work (strax's ``chunk_number``): ``partitions=`` (indices into the
+        run's source partition list, or ``(start, end)`` intervals covering whole
+        partitions; sorted, none repeated) or ``time_range=(t0, t1)`` (the partitions that
+        can hold records with ``t0 <= time < t1``) makes only those partitions. What they
+        need is taken from the full key or from stored pieces where stored; each computed
+        type that is saved is saved as a *piece*: its own key (its lineage lists the spans of
+        the partitions it holds), committed on its own. Partitions already held by stored
+        pieces are not made again. :meth:`merge_partitions` later writes the full key from
+        the pieces; :meth:`stored_pieces` and :meth:`partition_coverage` show what is stored.
         """
         ts = self._check_targets(targets, merge=False)
         save_ts = self._check_save(save)
         runs = _run_ids(run_id)
+        if partitions is not None or time_range is not None:
+            self._make_partitions(runs, ts, save_ts, progress, config, partitions, time_range)
+            return
 
         def build_and_run() -> None:
             outputs: list[Any] = []
@@ -763,6 +814,261 @@ class Context:
             run_graph(outputs, save_tasks, units, client=self.client, progress=progress)
 
         build_and_run()
+
+    # -- per-partition work -----------------------------------------------------------------
+    def _partition_builder(
+        self,
+        run: str,
+        ts: Sequence[str],
+        save_ts: Sequence[str] = (),
+        config: Mapping[str, Any] | None = None,
+        allow_save: bool = True,
+        check_forbidden: bool = True,
+    ) -> GraphBuilder:
+        if is_superrun(run):
+            raise InvalidRequest(
+                f"run {run!r} is a superrun: per-partition work (partitions=, time_range= on "
+                "make, merge_partitions) is for runs; make the partitions of its subruns"
+            )
+        return self._builder(
+            run,
+            ts,
+            save_ts,
+            allow_save=allow_save,
+            config=config,
+            check_forbidden=check_forbidden,
+            partition_mode=True,
+        )
+
+    @staticmethod
+    def _selected(b: GraphBuilder, target: str, partitions: Any, time_range: Any) -> list[int]:
+        """The partitions of ``target`` (a stream of ``b``) that ``partitions=`` or
+        ``time_range=`` select.
+        """
+        what = f"run {b.run_id!r}, {target!r}"
+        if partitions is not None and time_range is not None:
+            raise InvalidRequest(f"{what}: give partitions= or time_range=, not both")
+        intervals = b.stream(target).intervals
+        if time_range is not None:
+            return partitions_overlapping(_time_range(time_range), intervals, what)
+        reference = source_partitions(b.plugins, target)
+        return partitions_in(selection_windows(partitions, reference, what), intervals, what)
+
+    def _make_partitions(
+        self,
+        runs: Sequence[str],
+        ts: Sequence[str],
+        save_ts: Sequence[str],
+        progress: Progress | None,
+        config: Mapping[str, Any] | None,
+        partitions: Any,
+        time_range: Any,
+    ) -> None:
+        outputs: list[Any] = []
+        save_tasks: list[SaveTask] = []
+        units: list[Any] = []
+        for run in runs:
+            b = self._partition_builder(run, ts, save_ts, config)
+            wanted = {t: self._selected(b, t, partitions, time_range) for t in ts}
+            for t, indices in wanted.items():
+                b.need(t, indices)
+            for t in ts:
+                s = b.streams[t]
+                todo = b.computed_needed(t)
+                if todo and s.save_plugin is None:
+                    outputs.extend(b.row_counts(t, todo))  # not saved: compute it anyway
+                elif not todo:
+                    logger.info("run %s: the partitions of %s asked for are stored", run, t)
+            b.finish_pieces()
+            save_tasks.extend(b.save_tasks)
+            units.extend(b.units)
+        run_graph(outputs, save_tasks, units, client=self.client, progress=progress)
+
+    def _pieces_of(
+        self, run_id: RunId, target: str, config: Mapping[str, Any] | None
+    ) -> tuple[GraphBuilder, list[tuple[int, int]], list[StoredPiece], Found | None]:
+        """A partition-mode builder, the full partition list of ``target``, its stored pieces
+        and where its full key is stored (exactly), if it is.
+        """
+        self._check_targets(target)
+        b = self._partition_builder(
+            _run_id(run_id), (target,), config=config, allow_save=False, check_forbidden=False
+        )
+        full = b.plugins.key(target)
+        found = None
+        for fe in b.load_order:
+            if fe.takes(target):
+                try:
+                    loc = fe.find(full)
+                except DataNotAvailable:
+                    continue
+                found = Found(fe, full, loc)
+                break
+        intervals = b.stream(target).intervals
+        return b, intervals, b.stored_pieces(target, intervals), found
+
+    def stored_pieces(
+        self, run_id: RunId, target: str, config: Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """The stored pieces of ``target`` of ``run_id`` (see :meth:`make`'s ``partitions=``),
+        nearest frontend first, and its full key if stored.
+
+        Columns: ``key``, ``frontend``, ``full`` (the full key, not a piece), ``partitions``
+        (indices into the full partition list), ``spans`` (``[start, end)`` of each run of
+        consecutive partitions, as its lineage says), ``rows``.
+        """
+        import pandas as pd
+
+        _, intervals, pieces, found = self._pieces_of(run_id, target, config)
+        rows = []
+        if found is not None:
+            m = found.frontend.manifest_at(found.location)
+            everything = list(range(len(intervals)))
+            rows.append(
+                {
+                    "key": str(found.key),
+                    "frontend": repr(found.frontend),
+                    "full": True,
+                    "partitions": everything,
+                    "spans": [list(sp) for sp in spans_of(intervals, everything)],
+                    "rows": m.rows,
+                }
+            )
+        for p in pieces:
+            rows.append(
+                {
+                    "key": str(p.key),
+                    "frontend": repr(p.frontend),
+                    "full": False,
+                    "partitions": list(p.indices),
+                    "spans": [list(sp) for sp in p.spans],
+                    "rows": p.rows,
+                }
+            )
+        columns = ["key", "frontend", "full", "partitions", "spans", "rows"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def partition_coverage(
+        self, run_id: RunId, target: str, config: Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """One row per partition of ``target`` of ``run_id``: ``partition``, ``start``,
+        ``end``, ``stored`` (in the full key or a piece) and ``pieces`` (the keys of the pieces
+        holding it): the coverage and gaps of per-partition work.
+        """
+        import pandas as pd
+
+        _, intervals, pieces, found = self._pieces_of(run_id, target, config)
+        holders: dict[int, list[str]] = {i: [] for i in range(len(intervals))}
+        for p in pieces:
+            for i in p.indices:
+                if str(p.key) not in holders[i]:
+                    holders[i].append(str(p.key))
+        rows = [
+            {
+                "partition": i,
+                "start": s,
+                "end": e,
+                "stored": found is not None or bool(holders[i]),
+                "pieces": holders[i],
+            }
+            for i, (s, e) in enumerate(intervals)
+        ]
+        return pd.DataFrame(rows, columns=["partition", "start", "end", "stored", "pieces"])
+
+    def merge_partitions(
+        self,
+        run_id: RunId,
+        target: str,
+        pieces: Iterable[DataKey | str] | None = None,
+        progress: Progress | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> Manifest:
+        """Write the full key of ``target`` of ``run_id`` from its stored pieces, computing
+        nothing (strax's ``merge_per_chunk_storage``); returns its manifest.
+
+        The pieces (all stored ones, or the keys in ``pieces``) must tile the full partition
+        list exactly: ``InvalidRequest`` names the missing partitions (make them with
+        ``make(..., partitions=...)``) or those held by two pieces (choose with ``pieces=``).
+        They are read (verified like every read) and saved through the normal saver to every
+        writable frontend that takes the type; the manifest's metadata lists them under
+        ``merged_from``. The pieces are kept. ``InvalidRequest`` if the full key is stored
+        already.
+        """
+        b, intervals, stored, found = self._pieces_of(run_id, target, config)
+        full = b.plugins.key(target)
+        if found is not None:
+            raise InvalidRequest(
+                f"{full} is already stored in {found.frontend!r}: there is nothing to merge"
+            )
+        chosen: list[StoredPiece] = []
+        seen: set[str] = set()
+        if pieces is None:
+            for p in stored:
+                if str(p.key) not in seen:  # the nearest copy of each piece
+                    seen.add(str(p.key))
+                    chosen.append(p)
+        else:
+            try:
+                given = [pieces] if isinstance(pieces, (str, DataKey)) else list(pieces)
+            except TypeError:
+                raise InvalidRequest(
+                    f"pieces= takes keys (or their names) of stored pieces, got {pieces!r}"
+                ) from None
+            names = [str(k) for k in given]
+            by_name: dict[str, StoredPiece] = {}
+            for p in stored:
+                by_name.setdefault(str(p.key), p)
+            for name in dict.fromkeys(names):
+                if name not in by_name:
+                    raise InvalidRequest(
+                        f"{name!r} is not a stored piece of {full}; stored pieces: "
+                        f"{sorted(by_name) or 'none'}"
+                    )
+                chosen.append(by_name[name])
+        owner: dict[int, StoredPiece] = {}
+        overlaps: list[str] = []
+        for p in chosen:
+            for i in p.indices:
+                if i in owner:
+                    s, e = intervals[i]
+                    overlaps.append(f"partition {i} [{s}, {e}) in {owner[i].key} and {p.key}")
+                else:
+                    owner[i] = p
+        if overlaps:
+            raise InvalidRequest(
+                f"cannot merge {full}: pieces overlap: {'; '.join(overlaps[:6])}"
+                f"{' ...' if len(overlaps) > 6 else ''}; choose pieces that tile the run with "
+                "pieces=[keys] (see stored_pieces)"
+            )
+        missing = [i for i in range(len(intervals)) if i not in owner]
+        if missing:
+            gaps = ", ".join(f"[{s}, {e})" for s, e in spans_of(intervals, missing))
+            raise InvalidRequest(
+                f"cannot merge {full}: no stored piece holds partition(s) {missing} ({gaps}) "
+                f"of {len(intervals)}; make them first with make({b.run_id!r}, {target!r}, "
+                f"partitions={missing})"
+            )
+        plugin = b.plugins.plugin(target)
+        dtype = plugin.dtype_of(target)
+        parts: dict[int, Any] = {}
+        for p in chosen:
+            parts.update(b.piece_parts(p, dtype))
+        metadata = saver_metadata(plugin, target)
+        metadata["merged_from"] = [
+            {"key": str(p.key), "partitions": [list(sp) for sp in p.spans]}
+            for p in sorted(chosen, key=lambda p: p.indices[0])
+        ]
+        order = range(len(intervals))
+        added = b.add_sinks(full, dtype, metadata, [parts[i] for i in order], intervals)
+        if not added:
+            raise InvalidRequest(
+                f"cannot merge {full}: no writable frontend takes {target!r} "
+                f"({', '.join(map(repr, self.storage)) or 'no storage configured'})"
+            )
+        run_graph([], b.save_tasks, b.units, client=self.client, progress=progress)
+        logger.info("merged %d pieces into %s", len(chosen), full)
+        first = b.save_tasks[0].frontend
+        return first.get_metadata(full)
 
     # -- reading ----------------------------------------------------------------------------
     def _stored_lazy(
@@ -937,12 +1243,17 @@ class Context:
         save: Targets,
         progress: Progress | None,
         config: Mapping[str, Any] | None = None,
+        partitions: Any = None,
     ) -> list[np.ndarray]:
         """One numpy array per run, computed (and saved, where allowed) in one Dask call."""
         import dask
 
         ts = self._check_targets(targets)
         save_ts = self._check_save(save)
+        if partitions is not None:
+            return self._partition_arrays(
+                run_ids, ts, fields, time_range, save_ts, progress, config, partitions
+            )
 
         def build_and_run() -> list[np.ndarray]:
             outputs: list[Any] = []
@@ -983,6 +1294,58 @@ class Context:
 
         return build_and_run()
 
+    def _partition_parts(
+        self,
+        b: GraphBuilder,
+        ts: Sequence[str],
+        fields: Sequence[str] | None,
+        time_range: tuple[int, int] | None,
+        partitions: Any,
+    ) -> tuple[list[Any], np.dtype[Any]]:
+        """``b.output`` of partitions ``partitions`` of ``ts`` (whose partition lists must be
+        the same), records with ``t0 <= time < t1`` only if ``time_range`` is given.
+        """
+        if time_range is not None:
+            time_range = _time_range(time_range)
+        chosen = [self._selected(b, t, partitions, None) for t in ts]
+        lists = {t: b.streams[t].intervals for t in ts}
+        if len({canonical_json(v) for v in lists.values()}) > 1:
+            raise IncompatibleTargets(
+                f"run {b.run_id!r}: {list(ts)} are partitioned differently, so partitions= "
+                "cannot select the same partitions of each; load them one at a time"
+            )
+        for t, indices in zip(ts, chosen, strict=True):
+            b.need(t, indices)
+        b.finish_pieces()
+        return b.output(ts, fields, time_range, indices=chosen[0])
+
+    def _partition_arrays(
+        self,
+        run_ids: list[str],
+        ts: Sequence[str],
+        fields: Sequence[str] | None,
+        time_range: tuple[int, int] | None,
+        save_ts: Sequence[str],
+        progress: Progress | None,
+        config: Mapping[str, Any] | None,
+        partitions: Any,
+    ) -> list[np.ndarray]:
+        """As :meth:`_compute_arrays`, of partitions ``partitions`` only: read from the full
+        key or stored pieces, the rest computed and saved as pieces (unless ``time_range``).
+        """
+        import dask
+
+        outputs: list[Any] = []
+        save_tasks: list[SaveTask] = []
+        units: list[Any] = []
+        for run in run_ids:
+            b = self._partition_builder(run, ts, save_ts, config, allow_save=time_range is None)
+            parts, dtype = self._partition_parts(b, ts, fields, time_range, partitions)
+            outputs.append(dask.delayed(_concat)(parts, dtype))
+            save_tasks.extend(b.save_tasks)
+            units.extend(b.units)
+        return run_graph(outputs, save_tasks, units, client=self.client, progress=progress)
+
     def _arrays(
         self,
         runs: list[str],
@@ -993,6 +1356,7 @@ class Context:
         progress: Progress | None,
         config: Mapping[str, Any] | None,
         ignore_errors: bool,
+        partitions: Any = None,
     ) -> tuple[list[str], list[np.ndarray]]:
         """The runs that loaded and their arrays; with ``ignore_errors``, runs that fail are
         skipped, logged and listed in :attr:`failed_runs`.
@@ -1000,7 +1364,7 @@ class Context:
         self.failed_runs = {}
         if not ignore_errors:
             return runs, self._compute_arrays(
-                runs, targets, fields, time_range, save, progress, config
+                runs, targets, fields, time_range, save, progress, config, partitions
             )
         self._check_targets(targets)
         self._check_save(save)
@@ -1012,7 +1376,7 @@ class Context:
         for run in runs:
             try:
                 (arr,) = self._compute_arrays(
-                    [run], targets, fields, time_range, save, progress, config
+                    [run], targets, fields, time_range, save, progress, config, partitions
                 )
             except Exception as e:
                 logger.warning("run %s failed and is skipped (ignore_errors): %s", run, e)
@@ -1042,6 +1406,7 @@ class Context:
         config: Mapping[str, Any] | None = None,
         ignore_errors: bool = False,
         add_run_id_field: bool | None = None,
+        partitions: Any = None,
     ) -> np.ndarray:
         """A numpy record array of ``targets`` of ``run_id`` (several runs: concatenated, in
         the order given).
@@ -1056,10 +1421,14 @@ class Context:
         one run gets it too). ``ignore_errors=True`` skips runs that fail, logs a warning and
         lists them in :attr:`failed_runs` (``{run_id: exception}``); if every run fails, the
         first run's error is raised.
+
+        ``partitions=`` (as in :meth:`make`) reads only those partitions: from the full key
+        if stored, else from stored pieces, computing (and saving as a piece, as
+        :meth:`make` does) what neither holds.
         """
         runs = _run_ids(run_id)
         ok, arrays = self._arrays(
-            runs, targets, fields, time_range, save, progress, config, ignore_errors
+            runs, targets, fields, time_range, save, progress, config, ignore_errors, partitions
         )
         add = len(runs) > 1 if add_run_id_field is None else bool(add_run_id_field)
         if add:
@@ -1076,6 +1445,7 @@ class Context:
         progress: Progress | None = None,
         config: Mapping[str, Any] | None = None,
         ignore_errors: bool = False,
+        partitions: Any = None,
     ) -> pd.DataFrame:
         """As :meth:`get_array`, as a pandas DataFrame of the scalar fields.
 
@@ -1086,7 +1456,7 @@ class Context:
 
         runs = _run_ids(run_id)
         ok, arrays = self._arrays(
-            runs, targets, fields, time_range, save, progress, config, ignore_errors
+            runs, targets, fields, time_range, save, progress, config, ignore_errors, partitions
         )
         frames = []
         for run, arr in zip(ok, arrays, strict=True):
@@ -1108,6 +1478,7 @@ class Context:
         fields: Sequence[str] | None = None,
         time_range: tuple[int, int] | None = None,
         config: Mapping[str, Any] | None = None,
+        partitions: Any = None,
     ) -> da.Array:
         """A lazy one-dimensional structured Dask array of ``targets`` of ``run_id``.
 
@@ -1116,13 +1487,15 @@ class Context:
         subruns' stored chunks. Data that is not stored is computed when the array is, one
         chunk per partition (of unknown length until computed), and is not saved: call
         :meth:`make` first to store it. Several runs are concatenated in the order given, with
-        a first field ``run_id`` as in :meth:`get_array`.
+        a first field ``run_id`` as in :meth:`get_array`. ``partitions=`` (as in :meth:`make`)
+        takes only those partitions, from the full key or stored pieces where stored (what
+        is computed is not saved).
         """
         import dask.array as da
 
         ts = self._check_targets(targets)
         runs = _run_ids(run_id)
-        arrays = [self._dask_of(run, ts, fields, time_range, config) for run in runs]
+        arrays = [self._dask_of(run, ts, fields, time_range, config, partitions) for run in runs]
         if len(runs) == 1:
             return arrays[0]
         width = max(len(r) for r in runs)
@@ -1153,14 +1526,19 @@ class Context:
         fields: Sequence[str] | None,
         time_range: tuple[int, int] | None,
         config: Mapping[str, Any] | None,
+        partitions: Any = None,
     ) -> da.Array:
         import dask.array as da
 
-        b = self._builder(run_id, ts, allow_save=False, config=config)
-        lazy = self._stored_lazy(b, ts, fields, time_range)
-        if lazy is not None:
-            return lazy
-        parts, dtype = b.output(ts, fields, time_range)
+        if partitions is not None:
+            b = self._partition_builder(run_id, ts, config=config, allow_save=False)
+            parts, dtype = self._partition_parts(b, ts, fields, time_range, partitions)
+        else:
+            b = self._builder(run_id, ts, allow_save=False, config=config)
+            lazy = self._stored_lazy(b, ts, fields, time_range)
+            if lazy is not None:
+                return lazy
+            parts, dtype = b.output(ts, fields, time_range)
         if not parts:
             return da.from_array(np.zeros(0, dtype=dtype), chunks=-1)
         chunks = [da.from_delayed(p, shape=(np.nan,), dtype=dtype) for p in parts]

@@ -21,6 +21,16 @@ lineage hash of each subrun's key::
 
 so a different subrun set, other time ranges, or subrun data made otherwise give another key
 for the superrun and for everything computed from it.
+
+A *piece* (per-partition work) holds only some partitions of a run's data type. Its lineage is
+the full key's with one more option in the type's own entry, the ``[start, end)`` spans of the
+partitions it holds (one per run of consecutive partitions)::
+
+    {"peaks": ["Peaks", "0.1.0", {"gap_ns": 500, "_partitions": [[0, 2000], [3000, 4000]]}],
+     "records": ["Records", "0.1.0", {"gains": [1.0, 0.9]}], ...}
+
+so every piece has its own key (and commit), and the entries of what it was computed from are
+those of the full key: pieces of one type tile its full key (see ``Context.merge_partitions``).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from strata.storage import DataKey, DataNotAvailable, InvalidKey
+from strata.storage import DataCorrupted, DataKey, DataNotAvailable, InvalidKey
 from strata.storage.keys import Lineage, validate_run_id
 
 from .errors import InvalidRunDefinition, OptionError, PluginDefinitionError, UnknownDataType
@@ -41,13 +51,18 @@ from .options import lookup_path
 from .plugin import Plugin
 
 __all__ = [
+    "PARTITIONS_OPTION",
     "SUBRUNS_OPTION",
     "SUPERRUN_PREFIX",
     "RunPlugins",
     "Subrun",
     "SuperrunSpec",
     "is_superrun",
+    "piece_lineage",
+    "piece_spans",
+    "spans_of",
     "unknown_data_type",
+    "without_piece",
 ]
 
 SUPERRUN_PREFIX = "_"
@@ -56,8 +71,80 @@ SUBRUNS_OPTION = "_subruns"
 """The name under which a concatenated superrun type's lineage entry lists its subruns."""
 SPEC_FIELD = "sub_run_spec"
 """The run document field that defines a superrun (strax's name)."""
+PARTITIONS_OPTION = "_partitions"
+"""The name under which a piece's lineage entry lists the time spans of its partitions."""
 
 Interval = tuple[int, int]
+
+
+def spans_of(intervals: Sequence[Interval], indices: Sequence[int]) -> tuple[Interval, ...]:
+    """``[start, end)`` spans of partitions ``indices`` (sorted) of ``intervals``: one per run
+    of consecutive indices.
+
+    >>> spans_of([(0, 10), (10, 20), (20, 30), (30, 40)], [0, 1, 3])
+    ((0, 20), (30, 40))
+    """
+    out: list[Interval] = []
+    prev = None
+    for i in indices:
+        s, e = intervals[i]
+        if prev is not None and i == prev + 1:
+            out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+        prev = i
+    return tuple(out)
+
+
+def piece_lineage(lineage: Lineage, data_type: str, spans: Sequence[Interval]) -> Lineage:
+    """The lineage of a piece of ``data_type`` holding the partitions in ``spans``."""
+    out = dict(lineage)
+    plugin, version, options = lineage[data_type]
+    out[data_type] = [plugin, version, {**options, PARTITIONS_OPTION: [list(s) for s in spans]}]
+    return out
+
+
+def without_piece(lineage: Lineage, data_type: str) -> Lineage:
+    """``lineage`` without the piece option of ``data_type``: the full key's lineage."""
+    out = dict(lineage)
+    entry = lineage.get(data_type)
+    if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], dict):
+        opts = {k: v for k, v in entry[2].items() if k != PARTITIONS_OPTION}
+        out[data_type] = [entry[0], entry[1], opts]
+    return out
+
+
+def piece_spans(lineage: Lineage, data_type: str, where: str) -> tuple[Interval, ...] | None:
+    """The spans a piece's lineage says it holds; ``None`` if the lineage is not a piece's.
+
+    The lineage was read from storage: spans that are not sorted, non-empty ``[start, end]``
+    integer pairs are ``DataCorrupted`` naming ``where``.
+    """
+    entry = lineage.get(data_type)
+    if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], dict)):
+        return None
+    if PARTITIONS_OPTION not in entry[2]:
+        return None
+    raw = entry[2][PARTITIONS_OPTION]
+    out: list[Interval] = []
+    ok = isinstance(raw, list) and bool(raw)
+    for pair in raw if ok else ():
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+            and pair[0] <= pair[1]
+            and (not out or pair[0] >= out[-1][1])
+        ):
+            ok = False
+            break
+        out.append((pair[0], pair[1]))
+    if not ok:
+        raise DataCorrupted(
+            f"{where}: its lineage's {PARTITIONS_OPTION!r} for {data_type!r} is {raw!r:.200}, "
+            "not sorted [start, end] spans of integers; remove it"
+        )
+    return tuple(out)
 
 
 def is_superrun(run_id: str) -> bool:
@@ -359,3 +446,8 @@ class RunPlugins:
     def key(self, data_type: str) -> DataKey:
         """The :class:`~strata.storage.DataKey` of ``data_type`` for this run."""
         return DataKey(self.run_id, data_type, self.lineage(data_type))
+
+    def piece_key(self, data_type: str, spans: Sequence[Interval]) -> DataKey:
+        """The key of a piece of ``data_type`` holding the partitions in ``spans``."""
+        lineage = piece_lineage(self.lineage(data_type), data_type, spans)
+        return DataKey(self.run_id, data_type, lineage)

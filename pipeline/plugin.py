@@ -82,6 +82,8 @@ _RESERVED = frozenset(
         "infer_dtype",
         "takes_config",
         "allow_superrun",
+        "_partitions",  # lineage.PARTITIONS_OPTION: a piece's partitions, in its lineage entry
+        "_subruns",  # lineage.SUBRUNS_OPTION: a concatenated superrun type's subruns
     }
 )
 
