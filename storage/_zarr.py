@@ -13,10 +13,11 @@ to recognise zarr's ``ValueError`` by its message.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 import google_crc32c
@@ -42,6 +43,7 @@ __all__ = [
     "put_bytes",
     "put_chunk",
     "run",
+    "submit",
     "writable_array",
 ]
 
@@ -66,6 +68,20 @@ def run(coro: Awaitable[T]) -> T:
     from zarr.core.sync import sync
 
     return sync(coro)  # type: ignore[arg-type]
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start a coroutine on zarr's event loop and return at once: a future of its result (for
+    many fetches in flight while the calling thread decodes).
+    """
+    import asyncio
+
+    from zarr.core import sync
+
+    loop = sync._get_loop()
+    if sync._executor is None and sync.config.get("threading.max_workers", None) is not None:
+        sync._get_executor()  # as zarr's own sync() does: its executor attached to the loop
+    return asyncio.run_coroutine_threadsafe(coro, loop)
 
 
 def metadata_from_dict(meta: dict[str, Any]) -> Any:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["LazyData", "select_fields"]
 
 
-@dataclass
 class LazyData:
     """The lazy result of a load: nothing has been read but the manifest (and, for a
     ``time_range``, the times of its boundary partitions).
@@ -41,21 +40,76 @@ class LazyData:
         what :attr:`array` holds, decoding on ``threads`` threads (used by :meth:`to_numpy`);
         ``None`` if the backend has no such reader.
 
+    Parameters
+    ----------
+    key, manifest, array, fields, reader
+        As the attributes. ``array`` and ``fields`` may be left out when ``graph`` is given.
+    graph
+        ``graph() -> (array, fields)``, called once on first use of :attr:`array` or
+        :attr:`fields` (building Dask graphs costs more than a small read through ``reader``).
+    dtype, length
+        :attr:`dtype` and ``len()`` without building the graphs (required with ``graph``).
+
     """
 
-    key: DataKey
-    manifest: Manifest
-    array: da.Array
-    fields: dict[str, da.Array]
-    reader: Callable[[np.ndarray, int], None] | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        key: DataKey,
+        manifest: Manifest,
+        array: da.Array | None = None,
+        fields: dict[str, da.Array] | None = None,
+        reader: Callable[[np.ndarray, int], None] | None = None,
+        *,
+        graph: Callable[[], tuple[da.Array, dict[str, da.Array]]] | None = None,
+        dtype: np.dtype[Any] | None = None,
+        length: int | None = None,
+    ) -> None:
+        if (array is None or fields is None) and (graph is None or dtype is None or length is None):
+            raise TypeError("LazyData needs array and fields, or graph, dtype and length")
+        self.key = key
+        self.manifest = manifest
+        self.reader = reader
+        self._array = array
+        self._fields = fields
+        self._graph = graph
+        self._dtype = dtype
+        self._length = length
+        self._lock = threading.Lock()
+
+    def _built(self) -> tuple[da.Array, dict[str, da.Array]]:
+        with self._lock:
+            if self._array is None or self._fields is None:
+                assert self._graph is not None
+                self._array, self._fields = self._graph()
+            return self._array, self._fields
+
+    @property
+    def array(self) -> da.Array:
+        """A one-dimensional structured Dask array of the selected fields."""
+        return self._array if self._array is not None else self._built()[0]
+
+    @property
+    def fields(self) -> dict[str, da.Array]:
+        """One Dask array per selected field, one task per stored chunk."""
+        return self._fields if self._fields is not None else self._built()[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._built()  # a copy elsewhere gets the graphs, not the closure that builds them
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_graph")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _graph=None, _lock=threading.Lock())
+
+    def __repr__(self) -> str:
+        return f"LazyData(key={self.key!r}, rows={len(self)}, dtype={self.dtype!r})"
 
     @property
     def dtype(self) -> np.dtype[Any]:
         """The structured dtype of :attr:`array`."""
-        return self.array.dtype
+        return self._dtype if self._dtype is not None else self.array.dtype
 
     def __len__(self) -> int:
-        return int(self.array.shape[0])
+        return int(self._length) if self._length is not None else int(self.array.shape[0])
 
     def to_numpy(self, **compute_kwargs: Any) -> np.ndarray:
         """Read everything selected into one structured numpy array.

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..backends.zarr import ZarrBackend
+from ..backends.zarr.backend import DEFAULT_CHUNK_TARGET_MB
 from ..codecs import CompressorLike
 from ..errors import DataCorrupted, DataNotAvailable, InvalidKey
 from ..fs import atomic_write, redact_url, split_url
@@ -65,7 +66,7 @@ class DirectoryFrontend(StorageFrontend):
         take_only: Iterable[str] = (),
         exclude: Iterable[str] = (),
         compressor: CompressorLike = None,
-        chunk_target_mb: float = 32,
+        chunk_target_mb: float = DEFAULT_CHUNK_TARGET_MB,
         storage_kind: str | None = None,
     ) -> None:
         super().__init__(

@@ -74,6 +74,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from .. import __version__
 from ..backends.base import StorageBackend
 from ..backends.zarr import ZarrBackend
+from ..backends.zarr.backend import DEFAULT_CHUNK_TARGET_MB
 from ..codecs import CompressorLike
 from ..commit import LostRace
 from ..errors import (
@@ -776,7 +777,7 @@ class SQLFrontend(StorageFrontend):
         take_only: Iterable[str] = (),
         exclude: Iterable[str] = (),
         compressor: CompressorLike = None,
-        chunk_target_mb: float = 32,
+        chunk_target_mb: float = DEFAULT_CHUNK_TARGET_MB,
         storage_kind: str | None = None,
     ) -> None:
         super().__init__(

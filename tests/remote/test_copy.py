@@ -72,7 +72,7 @@ def test_copy_is_identical_and_committed(frontends, src_kind, dst_kind):
 
 def test_recompress_and_rechunk(frontends):
     src = frontends("s3", chunk_target_mb=0.25)
-    dst = frontends("ssh")  # its own default: blosc, 32 MiB chunks
+    dst = frontends("ssh")  # its own default: blosc, DEFAULT_CHUNK_TARGET_MB chunks
     ref = _source(src)
     m = copy_data(src, dst, KEY, compressor="zstd-5", rechunk_mb=0.05)
     codecs = [c["name"] for c in m.arrays["data"]["codecs"]]
@@ -84,7 +84,9 @@ def test_recompress_and_rechunk(frontends):
     assert dst.loader(KEY).to_numpy().tobytes() == ref.tobytes()
     # the destination frontend itself is unchanged
     assert dst.backend.compressor is None
-    assert dst.backend.chunk_target_mb == 32
+    from strata.storage.backends.zarr.backend import DEFAULT_CHUNK_TARGET_MB
+
+    assert dst.backend.chunk_target_mb == DEFAULT_CHUNK_TARGET_MB
 
 
 def test_copy_accepts_urls(frontends, tmp_path):

@@ -35,6 +35,7 @@ from ...manifest import Manifest
 from ...objects.fsstore import FsObjectStore  # stored objects: see that module
 from ..base import StorageBackend
 from .arrays import array_templates, consolidated
+from .chunks import clear_plans
 from .read import build_loader
 from .write import ZarrSaver
 
@@ -50,6 +51,18 @@ _CACHE_LOCK = threading.Lock()
 GC_GRACE_SECONDS = 24 * 3600.0
 """How long gc keeps an attempt an overwrite superseded, for readers that opened its manifest
 before the overwrite (a day: longer than any sensible read)."""
+
+
+# manifests parsed, per commit document path: (its bytes, the manifest)
+_MANIFESTS: dict[str, tuple[bytes, Manifest]] = {}
+_MANIFESTS_LOCK = threading.Lock()
+_MANIFESTS_MAX = 256
+
+DEFAULT_CHUNK_TARGET_MB = 4.0
+"""Default uncompressed size of a stored chunk (MiB). Small enough that a ``time_range``
+cutting into a partition reads little beyond its rows (a 10% range of 30 MB partitions reads
+~12% of the stored bytes, against ~20% at 32 MiB), large enough that reads and writes are not
+bound by per-object costs (measured: full reads and writes no slower than at 32 MiB)."""
 
 
 def _parse_time(iso: str) -> _dt.datetime | None:
@@ -98,7 +111,7 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         url: str,
         storage_options: dict[str, Any] | None = None,
         compressor: CompressorLike = None,
-        chunk_target_mb: float = 32,
+        chunk_target_mb: float = DEFAULT_CHUNK_TARGET_MB,
         readonly: bool = False,
         allow_nonstandard_codecs: bool = False,
     ) -> None:
@@ -209,6 +222,7 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         for own, obj in objs:
             if own and obj.__class__.__name__.endswith("Store"):
                 _zarr.clear_array_cache(obj)
+                clear_plans(obj)
             closer = getattr(obj, "close", None)
             if own and callable(closer):  # another process's objects are only forgotten
                 try:
@@ -268,7 +282,18 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         """Read and verify the manifest of ``backend_key`` (from its commit document)."""
         path, raw = self._read_commit(backend_key)
         where = self._manifest_where(path)
-        m = Manifest.from_bytes(raw, where)
+        # parsing (JSON limits, checksum, structure) costs more than a small read: reuse the
+        # manifest parsed from exactly these bytes (an edited document is parsed afresh)
+        with _MANIFESTS_LOCK:
+            hit = _MANIFESTS.get(path)
+        if hit is not None and hit[0] == raw:
+            m = hit[1]
+        else:
+            m = Manifest.from_bytes(raw, where)
+            with _MANIFESTS_LOCK:
+                if len(_MANIFESTS) >= _MANIFESTS_MAX:
+                    _MANIFESTS.clear()
+                _MANIFESTS[path] = (raw, m)
         run_id, data_type, h = self.parse_backend_key(backend_key)
         if (m.key.run_id, m.key.data_type, m.key.lineage_hash) != (run_id, data_type, h):
             raise DataCorrupted(f"manifest {where} describes {m.key}, not {backend_key}")

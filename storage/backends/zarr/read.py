@@ -1,35 +1,31 @@
 """The read path of :class:`~strata.storage.backends.zarr.ZarrBackend`: from a manifest to Dask.
 
 Everything is planned from the manifest alone (no listing, no ``zarr.json`` read): which
-segments and rows a ``time_range`` selects, and one Dask task per stored chunk. Chunks are
-fetched and decoded concurrently on zarr's event loop; rows are copied into place in the
-calling (Dask worker) thread, so the copies of concurrent tasks run in parallel.
+segments and rows a ``time_range`` selects, and one Dask task per stored chunk (the Dask graphs
+are built on first use: :meth:`LazyData.to_numpy` reads without them). Chunks are fetched on
+zarr's event loop, many in flight, verified against the manifest and decoded into place by
+the calling threads (:mod:`.chunks`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ... import _zarr
-from ...errors import DataCorrupted
 from ...fs import redact_url
 from ...lazy import LazyData, select_fields
 from ...manifest import Digest, Manifest
 from .arrays import array_meta, chunk_bounds
+from .chunks import ChunkRead, plan_for, read_chunks
 from .dtypes import is_mapped, storage_view, to_field
 
 if TYPE_CHECKING:
     from .backend import ZarrBackend
 
-__all__ = ["GROUP_READ_BYTES", "Piece", "build_loader", "select_pieces"]
-
-GROUP_READ_BYTES = 16 * 2**20
-"""Output bytes up to which :meth:`LazyData.to_numpy` reads consecutive pieces together."""
+__all__ = ["Piece", "build_loader", "select_pieces"]
 
 
 class Piece(NamedTuple):
@@ -96,30 +92,41 @@ def select_pieces(
     """The segment rows that hold the records of ``time_range`` (``t0 <= time < t1``).
 
     Reads nothing but, for partitions that straddle an end of the range, their ``time``
-    values.
+    values (all of them at once: one round trip to the store).
     """
-    pieces: list[Piece] = []
     if time_range is not None:
         t0, t1 = (int(t) for t in time_range)
         if t1 < t0:
             raise ValueError(f"time_range end {t1} is before its start {t0}")
+    chosen = []  # (partition, its time values are needed)
     for p in m.partitions:
         if p.rows == 0 or p.segment is None:
             continue
-        lo, hi = p.offset, p.offset + p.rows
         if time_range is not None:
             if p.end <= t0 or p.start >= t1:
                 if not (p.start == p.end == t0):
                     continue
-            if not (p.start >= t0 and p.end < t1):
-                col = _column(backend, bk, m, p.segment, "time")
-                times = read_rows(backend, col, lo, hi, str(m.key))
-                lo, hi = (
-                    p.offset + int(np.searchsorted(times, t0, "left")),
-                    p.offset + int(np.searchsorted(times, t1, "left")),
-                )
-                if hi <= lo:
-                    continue
+            chosen.append((p, not (p.start >= t0 and p.end < t1)))
+        else:
+            chosen.append((p, False))
+    times: dict[int, np.ndarray] = {}
+    targets: list[Target] = []
+    for i, (p, cut) in enumerate(chosen):
+        if cut and p.segment is not None:
+            col = _column(backend, bk, m, p.segment, "time")
+            times[i] = np.empty(p.rows, dtype=m.np_dtype["time"].base)
+            targets.append(col.target(times[i], p.offset, p.offset + p.rows))
+    if targets:
+        _fill_rows(backend, targets, str(m.key))
+    pieces: list[Piece] = []
+    for i, (p, _) in enumerate(chosen):
+        assert p.segment is not None
+        lo, hi = p.offset, p.offset + p.rows
+        if i in times:
+            lo = p.offset + int(np.searchsorted(times[i], t0, "left"))
+            hi = p.offset + int(np.searchsorted(times[i], t1, "left"))
+            if hi <= lo:
+                continue
         if pieces and pieces[-1].segment == p.segment and pieces[-1].hi == lo:
             pieces[-1] = Piece(p.segment, pieces[-1].lo, hi)
         else:
@@ -150,8 +157,8 @@ def read_rows(
     structured array) if given; checksum failures become DataCorrupted.
     """
     if out is None:
-        md = _zarr.async_array(backend.store, col.path, col.meta).metadata
-        stored = np.empty((hi - lo, *md.shape[1:]), dtype=md.dtype.to_native_dtype())
+        plan = plan_for(backend.store, col.path, col.meta)
+        stored = np.empty((hi - lo, *plan.row_shape), dtype=plan.dtype)
         _fill_rows(backend, [Target(col.path, col.meta, stored, lo, hi, col.digests)], key)
         return to_field(stored, col.mapped) if col.mapped is not None else stored
     _fill_rows(backend, [col.target(out, lo, hi)], key)
@@ -162,70 +169,38 @@ def _read_task(backend: ZarrBackend, col: Column, lo: int, hi: int, key: str) ->
     return read_rows(backend, col, lo, hi, key)
 
 
-def _fill_rows(backend: ZarrBackend, targets: Sequence[Target], key: str) -> None:
+def _fill_rows(backend: ZarrBackend, targets: Sequence[Target], key: str, threads: int = 1) -> None:
     """Read rows ``[lo, hi)`` of stored arrays into ``out`` arrays (fields of one structured
-    array, say), for every target.
-
-    Zarr's event loop fetches and decodes every chunk concurrently (its codecs run in its
-    threads), in one round trip; copying the decoded rows into place happens here.
+    array, say), for every target: every chunk fetched concurrently, verified against the
+    manifest and decoded into place on ``threads`` threads (:mod:`.chunks`).
     """
+    read_chunks(_chunk_reads(backend, targets), key, redact_url(backend.url), threads)
 
-    where = redact_url(backend.url)
 
-    async def one(arr: Any, t: Target, c: int) -> np.ndarray:
-        buf = await _zarr.fetch_chunk(arr, c)
-        if buf is None:  # committed data never reads as the fill value
-            raise DataCorrupted(
-                f"{key}: chunk {c} of {t.path} is missing from {where} (deleted, or its "
-                "attempt was collected after an overwrite); the committed data is incomplete"
-            )
-        if t.digests:
-            want = t.digests[c] if c < len(t.digests) else None
-            raw = buf.as_numpy_array()
-            got = _zarr.object_crc32c(raw, _zarr.has_crc32c(arr))
-            if want is None or raw.nbytes != want.size or got != want.crc32c:
-                raise DataCorrupted(
-                    f"{key}: chunk {c} of {t.path} in {where} is not the chunk the manifest "
-                    f"committed ({raw.nbytes} bytes, crc32c {got:08x}; expected "
-                    f"{want.size if want else '?'} bytes, crc32c "
-                    f"{f'{want.crc32c:08x}' if want else '?'}): truncated, swapped or replaced"
-                )
-        try:
-            decoded = await _zarr.decode_chunk(arr, c, buf)
-        except _zarr.ChecksumMismatch as e:
-            raise DataCorrupted(
-                f"{key}: stored chunk {c} of {t.path} fails its crc32c checksum "
-                f"({where}); the data on storage is damaged"
-            ) from e
-        except Exception as e:  # the bytes do not decode to the rows the manifest says
-            raise DataCorrupted(
-                f"{key}: chunk {c} of {t.path} in {where} does not decode to the rows the "
-                f"manifest says ({type(e).__name__}: {e})"
-            ) from e
-        return decoded
-
-    # (array, path, chunk index, chunk rows, target): one per chunk to read
-    jobs: list[tuple[Any, str, int, int, Target]] = []
+def _chunk_reads(backend: ZarrBackend, targets: Sequence[Target]) -> list[ChunkRead]:
+    """One read per stored chunk the targets touch, in the order first needed (a chunk that
+    several targets need, such as a small field's chunk under many row blocks, once).
+    """
+    parts: dict[tuple[str, int], list[tuple[int, int, np.ndarray]]] = {}
+    heads: dict[tuple[str, int], tuple[Any, Target]] = {}
     for t in targets:
-        arr = _zarr.async_array(backend.store, t.path, t.meta)
-        md = arr.metadata
-        if t.out.shape != (t.hi - t.lo, *md.shape[1:]):
+        plan = plan_for(backend.store, t.path, t.meta)
+        if t.out.shape != (t.hi - t.lo, *plan.row_shape):
             raise ValueError(
                 f"out has shape {t.out.shape}; rows {t.lo}..{t.hi} of {t.path} do not fit"
             )
-        n = max(1, int(md.chunks[0]))
-        jobs.extend((arr, t.path, c, n, t) for c in range(t.lo // n, -(-t.hi // n)))
-    if not jobs:
-        return
-
-    async def fetch() -> list[Any]:
-        return list(await asyncio.gather(*(one(j[0], j[4], j[2]) for j in jobs)))
-
-    for (_, _, c, n, t), decoded in zip(jobs, _zarr.run(fetch()), strict=True):
-        a, b = max(t.lo, c * n), min(t.hi, (c + 1) * n)
-        if decoded.shape[0] != n:
-            raise DataCorrupted(f"{key}: chunk {c} of {t.path} decodes to {decoded.shape[0]} rows")
-        t.out[a - t.lo : b - t.lo] = decoded[a - c * n : b - c * n]
+        n = plan.chunk_rows
+        for c in range(t.lo // n, -(-t.hi // n)):
+            a, b = max(t.lo, c * n), min(t.hi, (c + 1) * n)
+            k = (t.path, c)
+            if k not in parts:
+                parts[k] = []
+                heads[k] = (plan, t)
+            parts[k].append((a, b, t.out[a - t.lo : b - t.lo]))
+    return [
+        ChunkRead(plan, path, c, tuple(parts[path, c]), t.digests)
+        for (path, c), (plan, t) in heads.items()
+    ]
 
 
 def _read_struct(
@@ -239,6 +214,33 @@ def _read_struct(
 def _build_lazy(
     backend: ZarrBackend, bk: str, m: Manifest, fields: list[str], pieces: list[Piece]
 ) -> LazyData:
+    dtype = m.np_dtype
+    key = str(m.key)
+    out_dtype = np.dtype([(f, dtype[f].base, dtype[f].shape) for f in fields])
+    # every piece's arrays, validated now; the Dask graphs are built on first use only
+    columns = {p.segment: [_column(backend, bk, m, p.segment, f) for f in fields] for p in pieces}
+    jobs: list[Job] = []
+    offset = 0
+    for piece in pieces:
+        jobs.append(Job(offset, columns[piece.segment], piece.lo, piece.hi))
+        offset += piece.hi - piece.lo
+    reader = functools.partial(_fill_struct, backend, jobs, key)
+    graph = functools.partial(_graphs, backend, bk, m, fields, pieces, columns, out_dtype)
+    return LazyData(
+        key=m.key, manifest=m, reader=reader, graph=graph, dtype=out_dtype, length=offset
+    )
+
+
+def _graphs(
+    backend: ZarrBackend,
+    bk: str,
+    m: Manifest,
+    fields: list[str],
+    pieces: list[Piece],
+    columns: dict[str, list[Column]],
+    out_dtype: np.dtype[Any],
+) -> tuple[Any, dict[str, Any]]:
+    """The Dask arrays of a load: the structured array and one array per field."""
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -246,16 +248,15 @@ def _build_lazy(
     dtype = m.np_dtype
     key = str(m.key)
     token = tokenize(backend._token(), bk, m.attempt, pieces)
-    out_dtype = np.dtype([(f, dtype[f].base, dtype[f].shape) for f in fields])
 
     field_arrays = {}
-    for f in fields:
+    for i, f in enumerate(fields):
         name = f"{m.key.data_type}-{f}-{token}"
         ft = dtype[f]
         dsk: dict[Any, Any] = {}
         sizes: list[int] = []
         for piece in pieces:
-            col = _column(backend, bk, m, piece.segment, f)
+            col = columns[piece.segment][i]
             rows = m.segment(piece.segment).chunk_rows[f]
             for a, b in chunk_bounds(piece.lo, piece.hi, rows):
                 dsk[(name, len(sizes), *([0] * ft.ndim))] = (_read_task, backend, col, a, b, key)
@@ -270,22 +271,19 @@ def _build_lazy(
     name = f"{m.key.data_type}-records-{token}"
     dsk = {}
     sizes = []
-    jobs: list[Job] = []
     for piece in pieces:
         seg = m.segment(piece.segment)
         step = min(seg.chunk_rows[f] for f in fields)
-        columns = [_column(backend, bk, m, piece.segment, f) for f in fields]
+        cols = columns[piece.segment]
         for a, b in chunk_bounds(piece.lo, piece.hi, step):
-            dsk[(name, len(sizes))] = (_read_struct, backend, columns, a, b, out_dtype, key)
-            jobs.append(Job(sum(sizes), columns, a, b))
+            dsk[(name, len(sizes))] = (_read_struct, backend, cols, a, b, out_dtype, key)
             sizes.append(b - a)
     if sizes:
         graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
         struct = da.Array(graph, name, (tuple(sizes),), dtype=out_dtype)
     else:
         struct = da.from_array(np.zeros(0, dtype=out_dtype), chunks=-1)
-    reader = functools.partial(_fill_struct, backend, jobs, key)
-    return LazyData(key=m.key, manifest=m, array=struct, fields=field_arrays, reader=reader)
+    return struct, field_arrays
 
 
 def _fill_struct(
@@ -294,34 +292,12 @@ def _fill_struct(
     """Decode every job's rows straight into their place in ``out``, on ``threads`` threads.
 
     The same reads as the tasks of :attr:`LazyData.array`, without Dask's per-task blocks and
-    their final concatenation: one output array is written once. Consecutive jobs are read
-    together (their chunks fetched and decoded concurrently in one round trip to zarr's event
-    loop) up to about a chunk's worth of output, so reading a small field costs little more
-    than its bytes.
+    their final concatenation: one output array is written once, and every chunk is fetched
+    ahead of its decoding (many requests in flight on a remote store) and decoded by one of
+    ``threads`` threads.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    groups: list[list[Job]] = []
-    size = 0
+    targets: list[Target] = []
     for job in jobs:
-        nbytes = (job.hi - job.lo) * out.dtype.itemsize
-        if not groups or size + nbytes > GROUP_READ_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append(job)
-        size += nbytes
-
-    def run(group: list[Job]) -> None:
-        targets: list[Target] = []
-        for job in group:
-            block = out[job.offset : job.offset + job.hi - job.lo]
-            targets.extend(c.target(block[c.field], job.lo, job.hi) for c in job.columns)
-        _fill_rows(backend, targets, key)
-
-    if threads <= 1 or len(groups) <= 1:
-        for group in groups:
-            run(group)
-        return
-    with ThreadPoolExecutor(min(threads, len(groups)), thread_name_prefix="strata-read") as pool:
-        for _ in pool.map(run, groups):
-            pass
+        block = out[job.offset : job.offset + job.hi - job.lo]
+        targets.extend(c.target(block[c.field], job.lo, job.hi) for c in job.columns)
+    _fill_rows(backend, targets, key, threads)
