@@ -36,14 +36,19 @@ from .layout import segment_name
 from .manifest import INT64_MAX, INT64_MIN, Manifest, Partition, Segment, now_iso
 from .records import check_dtype, check_partition
 
-__all__ = ["MERGE_GROUP", "Saver"]
+__all__ = ["MERGE_GROUP", "SEGMENT_CHUNKS", "Saver"]
 
 logger = logging.getLogger(__name__)
 
 MERGE_GROUP = 16
 """Consecutive partitions handled by one merge task. Partitions smaller than
-``chunk_target_bytes / MERGE_GROUP`` are merged, so a merge task holds at most about one
-chunk's worth of data, whatever the partition sizes."""
+``segment_target_bytes / MERGE_GROUP`` are merged, so a merge task holds at most about one
+segment's worth of data, whatever the partition sizes."""
+
+SEGMENT_CHUNKS = 8
+"""Chunk targets' worth of small partitions merged into one segment (``segment_target_bytes``;
+32 MiB at the default 4 MiB chunk target). Small chunks (a few MiB, for time-range reads) must
+not mean a segment, and its ``zarr.json`` documents, per small partition."""
 
 # A staged partition: (index, Partition entry, written Segment or None, small data or None)
 _Staged = tuple[int, Partition, Segment | None, np.ndarray | None, str]
@@ -62,7 +67,9 @@ class Saver(ABC):
     dtype
         The record dtype every partition must have.
     chunk_target_bytes
-        Uncompressed size of a chunk; partitions under ``1/MERGE_GROUP`` of it are merged.
+        Uncompressed size of a chunk. Partitions under ``1/MERGE_GROUP`` of
+        ``segment_target_bytes`` (:data:`SEGMENT_CHUNKS` times this) are
+        merged into shared segments of about that size.
     metadata
         Extra JSON-able metadata stored in the manifest.
     overwrite
@@ -84,6 +91,7 @@ class Saver(ABC):
         if chunk_target_bytes < 1:
             raise ValueError(f"chunk_target_bytes must be positive, got {chunk_target_bytes}")
         self.chunk_target_bytes = int(chunk_target_bytes)
+        self.segment_target_bytes = self.chunk_target_bytes * SEGMENT_CHUNKS
         self.metadata = dict(metadata or {})
         self.overwrite = overwrite
         self.started = now_iso()
@@ -100,6 +108,10 @@ class Saver(ABC):
         """What a lost commit race means (see :class:`~strata.storage.commit.LostRace`)."""
         self.on_commit: tuple[Any, Any] | None = None
         """``(frontend, location)`` to register the commit with, for catalogs that index."""
+        self._defer_writes = False
+        """Whether :meth:`_write_segment` may return before its writes finish (the commit
+        waits for them). Set by :meth:`save` for the process that runs the whole graph; a
+        saver's copy on another process, and the streaming form, write before returning."""
 
     # -- I/O primitives -------------------------------------------------------------------
     @abstractmethod
@@ -130,7 +142,7 @@ class Saver(ABC):
         if len(data) == 0:
             return index, Partition(start, end, 0, 0, None, 0), None, None, began
         entry = Partition(start, end, len(data), int(data.nbytes), None, 0)
-        if data.nbytes * MERGE_GROUP >= self.chunk_target_bytes:
+        if data.nbytes * MERGE_GROUP >= self.segment_target_bytes:
             seg = self._write_segment(segment_name(index), data)
             return index, _with_segment(entry, seg.name, 0), seg, None, began
         return index, entry, None, data, began
@@ -170,7 +182,7 @@ class Saver(ABC):
                 continue
             run.append((index, entry, data))
             pending_bytes += data.nbytes
-            if pending_bytes >= self.chunk_target_bytes:
+            if pending_bytes >= self.segment_target_bytes:
                 flush()
                 pending_bytes = 0
         flush()
@@ -238,6 +250,7 @@ class Saver(ABC):
         if len(parts) != len(intervals):
             raise ValueError(f"{len(parts)} partitions but {len(intervals)} intervals")
         self._check_intervals(intervals, None)
+        self._defer_writes = True  # tasks of this process hand their writes on; copies do not
         name = str(self.key)
         stage = dask.delayed(type(self)._stage, pure=False)
         staged = [
@@ -278,7 +291,7 @@ class Saver(ABC):
             self._entries.append(entry)
             return
         self._buffer.append((index, entry, small if small is not None else _empty(self.dtype)))
-        if sum(d.nbytes for _, _, d in self._buffer) >= self.chunk_target_bytes:
+        if sum(d.nbytes for _, _, d in self._buffer) >= self.segment_target_bytes:
             self._flush_buffer()
 
     def _flush_buffer(self) -> None:

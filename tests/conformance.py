@@ -34,6 +34,7 @@ from strata.storage import (
     ReadOnlyError,
     StorageBackend,
 )
+from strata.storage.saver import MERGE_GROUP, SEGMENT_CHUNKS
 from tests.helpers import PARTITION_NS, STRAX_DTYPE, lineage, make_records, make_run
 
 CHUNK_MB = 0.25  # small chunks, so tests exercise several chunks and merges
@@ -115,9 +116,10 @@ class BackendTests:
         assert backend.loader(backend.backend_key(key)).to_numpy().tobytes() == ref.tobytes()
 
     def test_medium_partitions_are_not_held_for_merging(self, backend):
-        # 200 records = 92 kB >= chunk/16: written by their own stage task, so a merge task
-        # never accumulates many partitions in memory
-        _, _, m = self._save(backend, [200] * 6)
+        # 1,200 records = 552 kB >= segment target (8 chunks)/16: written by their own stage
+        # task, so a merge task never accumulates many partitions in memory
+        assert 1200 * STRAX_DTYPE.itemsize * MERGE_GROUP >= CHUNK_MB * 2**20 * SEGMENT_CHUNKS
+        _, _, m = self._save(backend, [1200] * 6)
         assert len(m.segments) == 6
 
     def test_empty_partitions_store_only_their_entry(self, backend):

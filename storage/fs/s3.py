@@ -11,7 +11,10 @@ Credentials come from the usual places unless ``storage_options`` give them: the
 strata's defaults, each overridable through ``storage_options``: ``use_listings_cache=False``
 (a listing must never come from a stale cache, since catalog decisions rest on it),
 ``max_concurrency=1`` (s3fs otherwise sends a ``HEAD`` before every ``GET`` to decide whether
-to split it), botocore ``max_pool_connections=32`` (requests in flight per process),
+to split it), botocore ``max_pool_connections=64`` (requests in flight per saver and process:
+:func:`pool_size`), no ``Expect: 100-continue`` on uploads (botocore asks before every ``PUT``
+of a file-like body: a second round trip per object, to spare sending a body the server would
+refuse, which strata's writes never expect),
 ``connect_timeout=5``, ``read_timeout=30`` and 3 attempts, and
 ``retries=2`` outer s3fs attempts. A missing bucket is an error, never created.
 
@@ -41,20 +44,44 @@ from .redaction import redact_url
 from .transport import Transport
 
 # StrataS3FileSystem is a module attribute too, built on first use (see __getattr__)
-__all__ = ["S3_CONFIG_DEFAULTS", "S3_DEFAULTS", "TRANSPORT", "S3Transport"]
+__all__ = ["S3_CONFIG_DEFAULTS", "S3_DEFAULTS", "TRANSPORT", "S3Transport", "pool_size"]
 
 logger = logging.getLogger(__name__)
 
 S3_CONFIG_DEFAULTS: dict[str, Any] = {
-    # botocore's pool holds 10 connections by default: a segment alone puts more objects than
-    # that in flight (every chunk of every field at once), so the pool is what limits a save
-    "max_pool_connections": 32,
+    # botocore's pool holds 10 connections by default: a save keeps the objects of several
+    # segments in flight at once (every chunk of every field), so the pool is what limits it;
+    # a saver keeps as many requests in flight as the pool holds (pool_size)
+    "max_pool_connections": 64,
     "connect_timeout": 5,
     "read_timeout": 30,
     "retries": {"max_attempts": 3, "mode": "standard"},
 }
 S3_DEFAULTS: dict[str, Any] = {"use_listings_cache": False, "max_concurrency": 1}
 S3_RETRIES = 2
+
+
+def pool_size(options: dict[str, Any]) -> int:
+    """The botocore connection pool size ``options`` (a backend's storage options) give:
+    ``config_kwargs.max_pool_connections``, else :data:`S3_CONFIG_DEFAULTS`'.
+    """
+    cfg = options.get("config_kwargs") or {}
+    n = cfg.get("max_pool_connections", S3_CONFIG_DEFAULTS["max_pool_connections"])
+    try:
+        size = int(n)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"config_kwargs.max_pool_connections must be a positive integer, got {n!r}"
+        ) from None
+    if size < 1:
+        raise ValueError(f"config_kwargs.max_pool_connections must be at least 1, got {size}")
+    return size
+
+
+def _no_expect_continue(params: dict[str, Any], **kwargs: Any) -> None:
+    """Drop botocore's ``Expect: 100-continue`` (one round trip more per ``PUT``)."""
+    params.get("headers", {}).pop("Expect", None)
+
 
 _S3_AUTH_CODES = frozenset(
     {
@@ -154,6 +181,10 @@ def _s3_class() -> type:
 
         async def set_session(self, refresh: bool = False, kwargs: Any = None) -> Any:
             s3 = await super().set_session(refresh=refresh, kwargs=kwargs or {})
+            # after botocore's own handler (registered on the same event) has added it
+            s3.meta.events.register_last(
+                "before-call.s3", _no_expect_continue, unique_id="strata-no-expect-continue"
+            )
             if self.asynchronous and getattr(self, "_strata_closer", None) is None:
                 # s3fs closes the HTTP session of synchronous instances only; Zarr's
                 # asynchronous one would otherwise leak it ("Unclosed client session").

@@ -245,6 +245,8 @@ def _leftovers(fe, root, n_keys: int) -> set[str]:
     """
     parts, intervals = make_run([200, 200], seed=9)
     out = set()
+    # small chunks: each 92 kB partition over the segment target, written as it comes
+    fe = DirectoryFrontend(fe.url, chunk_target_mb=0.01)
     for i in range(n_keys):
         key = DataKey("run_1", f"t{i}", lineage(f"t{i}"))
         saver = fe.saver(key, STRAX_DTYPE)

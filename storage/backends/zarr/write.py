@@ -3,16 +3,24 @@
 A saver writes a new attempt group (one segment group per written run of partitions, one array
 per field in it), each object by exactly one task, then commits through
 :func:`strata.storage.commit.commit_manifest`.
+
+A segment is encoded in the task that made it (:mod:`.encode`: the bytes zarr would write);
+its writes then run on zarr's event loop (:mod:`.pending`) while the task returns, so the
+requests of many segments are in flight at once. The commit waits for all of them, then in one
+round trip renews the lease, writes the attempt's group and lists the attempt, and refuses to
+commit if any object the manifest names is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +34,8 @@ from ...records import dtype_to_json
 from ...saver import Saver
 from .arrays import attempt_attributes, chunk_bounds, consolidated, segment_array_meta
 from .dtypes import is_mapped, to_storage
+from .encode import ChunkEncoder, encoder_for
+from .pending import MIN_BYTES_IN_FLIGHT, PendingWrites, write_concurrency
 
 if TYPE_CHECKING:
     from .backend import ZarrBackend
@@ -69,11 +79,32 @@ class ZarrSaver(Saver):
             units=units if isinstance(units, dict) else None,
         )
         self._leased = False  # whether this copy of the saver has written the lease
+        self._first_lease: Any = None  # the future of that first lease write
+        self._lease_lock = threading.Lock()
         self._committed_here = False
 
     def __getstate__(self) -> dict[str, Any]:
-        # a copy sent to a worker writes its own first lease before any data
-        return {**self.__dict__, "_leased": False, "_committed_here": False}
+        # A copy sent to a worker writes its own first lease before any data, and waits for
+        # its writes in the task that makes them: the commit may run in another process.
+        state = {**self.__dict__, "_leased": False, "_committed_here": False}
+        state["_defer_writes"] = False
+        state["_first_lease"] = None
+        for k in ("_pending", "_encoder_cache", "_lease_lock"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lease_lock = threading.Lock()
+
+    def _start_lease(self) -> Any:
+        """Start this copy's first lease write (once) and return its future: it runs while
+        the first segment is encoded, and that segment's data waits for it.
+        """
+        with self._lease_lock:
+            if self._first_lease is None:
+                self._first_lease = _zarr.submit(self._put_lease())
+            return self._first_lease
 
     def _chunk_rows(self, row_bytes: int, rows: int) -> int:
         max_rows = max(1, self.chunk_target_bytes // max(1, row_bytes))
@@ -119,84 +150,147 @@ class ZarrSaver(Saver):
         body = json.dumps({"attempt": self.attempt, "renewed": now_iso()}).encode()
         await _zarr.put_bytes(self.backend.store, f"{self.prefix}/{layout.LEASE}", body)
 
+    def _encoders(self) -> dict[str, ChunkEncoder | None]:
+        enc = self.__dict__.get("_encoder_cache")
+        if enc is None:
+            enc = {f: encoder_for(tpl) for f, tpl in self.templates.items()}
+            self._encoder_cache = enc
+        return enc
+
+    def _writes(self) -> PendingWrites:
+        w = self.__dict__.get("_pending")
+        if w is None:
+            w = PendingWrites(
+                write_concurrency(self.backend),
+                max(MIN_BYTES_IN_FLIGHT, 2 * self.chunk_target_bytes),
+            )
+            self._pending = w
+        return w
+
     def _write_segment(self, name: str, data: np.ndarray) -> Segment:
         store = self.backend.store
         gpath = self.backend.layout.segment_prefix(self.backend_key, self.attempt, name)
         names = list(self.dtype.names or ())
         chunk_rows = {f: self._chunk_rows(self.dtype[f].itemsize, len(data)) for f in names}
         shape = Segment(name, len(data), chunk_rows)
-
-        # Fields are copied out of the records here, in the calling (Dask worker) thread, not in
-        # zarr's single event-loop thread. Each chunk is encoded with exactly its rows and
-        # stored by this task alone; its size and crc32c go into the manifest, so a reader can
-        # tell a missing, truncated or swapped chunk from the data.
-        columns = {
-            f: to_storage(np.ascontiguousarray(data[f]), self.dtype[f].base)
-            if is_mapped(self.templates[f])
-            else np.ascontiguousarray(data[f])
-            for f in names
-        }
+        encoders = self._encoders()
+        lease = self._start_lease()
         self._clear_rerun_leftovers(name)
 
-        async def one(f: str) -> tuple[str, list[Digest], Digest]:
+        # Every object of the segment is encoded here, in the calling (Dask worker) thread, not
+        # in zarr's single event-loop thread, with exactly its rows; its size and crc32c go
+        # into the manifest, so a reader can tell a missing, truncated or swapped chunk from
+        # the data. Only the encoded bytes travel on: the PUTs need nothing else, and the
+        # partition's memory is free once this returns.
+        objects: list[tuple[str, tuple[bytes, ...]]] = []  # key, parts of the object
+        chunks: dict[str, list[Digest]] = {}
+        metadata: dict[str, Digest] = {}
+        group_doc = _zarr.metadata_buffers(_zarr.group_metadata({}))["zarr.json"].to_bytes()
+        objects.append((f"{gpath}/zarr.json", (group_doc,)))
+        metadata["zarr.json"] = _digest_bytes(group_doc, False)
+        for f in names:
             # Metadata is written without zarr's parent-group creation: every object under the
             # segment has exactly one writer (this task), and no request is spent on parents.
             meta = _zarr.metadata_from_dict(
                 segment_array_meta(self.templates, shape, f, self.dtype)
             )
             path = f"{gpath}/{layout.check_field(f)}"
+            doc = _zarr.metadata_buffers(meta)["zarr.json"].to_bytes()
+            objects.append((f"{path}/zarr.json", (doc,)))
+            metadata[f"{f}/zarr.json"] = _digest_bytes(doc, False)
             arr = _zarr.writable_array(store, path, meta)
-            md = await _put_node(store, path, meta)
-            col = columns[f]
+            col = data[f]
+            if is_mapped(self.templates[f]):
+                col = to_storage(np.ascontiguousarray(col), self.dtype[f].base)
+            enc = encoders[f]
+            digests = []
+            for i, (a, b) in enumerate(chunk_bounds(0, len(col), chunk_rows[f])):
+                if enc is not None:
+                    parts: tuple[bytes, ...] = enc.encode_parts(col[a:b], chunk_rows[f])
+                else:
+                    buf = _zarr.run(_zarr.encode_chunk(arr, i, np.ascontiguousarray(col[a:b])))
+                    parts = (buf.to_bytes(),)
+                objects.append((f"{path}/{_zarr.chunk_key(arr, i)}", parts))
+                # the recorded crc32c of a chunk is its trailing checksum (_zarr.object_crc32c)
+                digests.append(
+                    Digest(sum(len(p) for p in parts), int.from_bytes(parts[-1][-4:], "little"))
+                )
+            chunks[f] = digests
 
-            async def chunk(i: int, a: int, b: int) -> Digest:
-                buf = await _zarr.encode_chunk(arr, i, col[a:b])
-                await _zarr.put_chunk(arr, i, buf)
-                return _digest(buf, ends_with_crc32c=True)
+        # The lease marks the attempt as not committed: this copy of the saver writes it
+        # before its first data (a save killed at once leaves the marker too), then renews
+        # it with every segment, alongside the segment's objects.
+        writes = self._writes()
+        future = writes.submit(
+            self._segment_writes(store, objects, lease),
+            sum(len(p) for _, parts in objects for p in parts),
+        )
+        if not self._defer_writes:
+            self._wait(writes, future)
+        return Segment(name, len(data), chunk_rows, chunks, metadata)
 
-            bounds = chunk_bounds(0, len(col), chunk_rows[f])
-            digests = await asyncio.gather(*(chunk(i, a, b) for i, (a, b) in enumerate(bounds)))
-            return f, list(digests), md
-
-        async def write() -> tuple[Digest, list[tuple[str, list[Digest], Digest]]]:
-            # The lease marks the attempt as not committed: this copy of the saver writes it
-            # before its first data (a save killed at once leaves the marker too), then renews
-            # it with every segment, in the same round trip.
-            if not self._leased:
-                await self._put_lease()
-                self._leased = True
-            _, group, *arrays = await asyncio.gather(
-                self._put_lease(),
-                _put_node(store, gpath, _zarr.group_metadata({})),
-                *(one(f) for f in names),
+    async def _segment_writes(
+        self, store: Any, objects: list[tuple[str, tuple[bytes, ...]]], lease: Any
+    ) -> None:
+        writes = self._writes()
+        if not self._leased:
+            await asyncio.wrap_future(lease)  # the lease before the first data
+            self._leased = True
+        if self.backend.is_local:
+            # One thread writes the segment's files: each folder made once, each file written
+            # in place (zarr's LocalStore makes every parent and renames a temporary file per
+            # object). Nothing under an uncommitted attempt is read before the commit checks
+            # it, and a rerun of the task clears what a killed one left (_clear_rerun_leftovers).
+            files = [(self.backend.layout.path(k), b) for k, b in objects]
+            await asyncio.gather(
+                writes.limited(self._put_lease()),
+                writes.limited(asyncio.to_thread(_write_files, files)),
             )
-            return group, arrays  # type: ignore[return-value]
+            return
+        await asyncio.gather(
+            writes.limited(self._put_lease()),
+            *(writes.limited(_zarr.put_bytes(store, k, b"".join(p))) for k, p in objects),
+        )
 
+    def _wait(self, writes: PendingWrites, future: Any = None) -> None:
+        """Wait for this saver's writes (or only ``future``); raise the first failure as
+        strata's error naming the key.
+        """
         try:
-            group, arrays = _zarr.run(write())
+            writes.wait(future)
         except OSError as e:
-            new = os_error(e, f"write {self.key} partition data", self.backend.layout.path(gpath))
+            new = os_error(
+                e, f"write {self.key} partition data", self.backend.layout.path(self.prefix)
+            )
             if new is None:
                 raise
             raise new from e
-        metadata = {"zarr.json": group, **{f"{f}/zarr.json": md for f, _, md in arrays}}
-        return Segment(name, len(data), chunk_rows, {f: d for f, d, _ in arrays}, metadata)
 
     def _commit(self, partitions: list[Partition], segments: list[Segment]) -> Manifest:
         b = self.backend
         if not segments:
             # an empty data type is still a Zarr array of every field: one segment of 0 rows
             segments = [self._write_segment(layout.segment_name(0), self.dtype_empty())]
+        # every write of this save has landed (or failed: then nothing is committed)
+        self._wait(self._writes())
         attrs = attempt_attributes(self.key, self.attempt)
+        group_doc = _zarr.metadata_buffers(_zarr.group_metadata(attrs))["zarr.json"].to_bytes()
+        group = _digest_bytes(group_doc, False)
+        expected = self._expected_keys(segments)
 
-        async def prepare() -> Digest:
-            _, digest = await asyncio.gather(
-                self._put_lease(), _put_node(b.store, self.prefix, _zarr.group_metadata(attrs))
+        async def prepare() -> set[str]:
+            # The lease renewal, the attempt's group and the check that everything the
+            # manifest names exists go in one round trip: the listing is of objects the saver
+            # wrote before, never of the group written beside it.
+            _, _, present = await asyncio.gather(
+                self._put_lease(),
+                _zarr.put_bytes(b.store, f"{self.prefix}/zarr.json", group_doc),
+                _list_keys(b.store, self.prefix),
             )
-            return digest
+            return present
 
-        group = _zarr.run(prepare())
-        self._check_segments_exist(segments)
+        present = _zarr.run(prepare())
+        self._check_objects_exist(expected, present)
         manifest = Manifest(
             key=self.key,
             dtype=dtype_to_json(self.dtype),
@@ -239,9 +333,17 @@ class ZarrSaver(Saver):
             self.abort()
             return committed
         self._committed_here = True
-        self._after_commit(replaced)
-        # as a stored object (FsObjectStore); idempotent, so a rerun commit finishes it too
-        b._index_array(self.backend_key, committed)
+        # the lease goes while the markers and the stored-object index are written
+        lease = _zarr.submit(_delete_key(b.store, f"{self.prefix}/{layout.LEASE}"))
+        try:
+            self._after_commit(replaced)
+            # as a stored object (FsObjectStore); idempotent, so a rerun commit finishes it too
+            b._index_array(self.backend_key, committed)
+        finally:
+            try:
+                lease.result()
+            except OSError as e:  # best effort: the commit document alone decides
+                logger.debug("could not remove the lease of %s: %s", self.key, e)
         if result is CommitResult.COMMITTED:
             logger.info(
                 "committed %s (%d rows, %d segments)", self.key, manifest.rows, len(segments)
@@ -260,18 +362,12 @@ class ZarrSaver(Saver):
             return None
 
     def _after_commit(self, replaced: str | None) -> None:
-        """Markers once committed: the lease goes (this attempt is committed now); the
-        attempt an overwrite replaced gets ``strata.superseded`` (gc removes it after the
-        grace period); a ``manifest.json`` of format v1/v2 goes. Best effort: the commit
-        document alone decides what is committed.
+        """Markers once committed (the lease is removed beside them): the attempt an
+        overwrite replaced gets ``strata.superseded`` (gc removes it after the grace period);
+        a ``manifest.json`` of format v1/v2 goes. Best effort: the commit document alone
+        decides what is committed.
         """
         b, lay = self.backend, self.backend.layout
-        try:
-            b.fs.rm_file(lay.lease(self.backend_key, self.attempt))
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            logger.debug("could not remove the lease of %s: %s", self.key, e)
         if replaced is not None and replaced != self.attempt:
             body = json.dumps({"superseded_by": self.attempt, "at": now_iso()}).encode()
             try:
@@ -283,19 +379,40 @@ class ZarrSaver(Saver):
         if self.overwrite:
             b._remove_legacy_manifest(self.backend_key)
 
-    def _check_segments_exist(self, segments: list[Segment]) -> None:
-        """Refuse to commit an attempt whose segments are gone (collected by a gc that took
-        this save for dead): committing would name holes.
+    def _expected_keys(self, segments: list[Segment]) -> dict[str, str]:
+        """Store key -> what it is, of every object the manifest of ``segments`` names."""
+        store = self.backend.store
+        out = {}
+        arrays: dict[str, Any] = {}  # a chunk's key depends on the field alone, not the segment
+        for seg in segments:
+            gpath = self.backend.layout.segment_prefix(self.backend_key, self.attempt, seg.name)
+            out[f"{gpath}/zarr.json"] = f"segment {seg.name}"
+            for f in self.dtype.names or ():
+                path = f"{gpath}/{layout.check_field(f)}"
+                out[f"{path}/zarr.json"] = f"segment {seg.name} array {f}"
+                arr = arrays.get(f)
+                if arr is None:
+                    meta = _zarr.metadata_from_dict(
+                        segment_array_meta(self.templates, seg, f, self.dtype)
+                    )
+                    arr = arrays[f] = _zarr.writable_array(store, path, meta)
+                for i in range(len(chunk_bounds(0, seg.rows, seg.chunk_rows[f]))):
+                    out[f"{path}/{_zarr.chunk_key(arr, i)}"] = (
+                        f"segment {seg.name} array {f} chunk {i}"
+                    )
+        return out
+
+    def _check_objects_exist(self, expected: dict[str, str], present: set[str]) -> None:
+        """Refuse to commit an attempt whose objects are gone (collected by a gc that took
+        this save for dead): committing would name holes (invariants 9 and 10).
         """
-        b = self.backend
-        d = b.layout.attempt_dir(self.backend_key, self.attempt)
-        present = set(b._ls_names(d))
-        missing = [s.name for s in segments if s.name not in present]
+        missing = [what for k, what in expected.items() if k not in present]
         if missing:
+            d = self.backend.layout.attempt_dir(self.backend_key, self.attempt)
             raise AttemptMissing(
-                f"cannot commit {self.key}: segment(s) {missing[:5]} of attempt {self.attempt} "
-                f"are gone from {b.layout.rel(d)} (removed by gc while the save ran?); nothing "
-                "was committed: save again"
+                f"cannot commit {self.key}: {len(missing)} object(s) of attempt {self.attempt} "
+                f"are gone from {self.backend.layout.rel(d)} ({', '.join(missing[:5])}; "
+                "removed by gc while the save ran?); nothing was committed: save again"
             )
 
     def _read_committed(self) -> Manifest:
@@ -307,6 +424,9 @@ class ZarrSaver(Saver):
         attempt was committed (by this object or a copy of it on a worker).
         """
         b = self.backend
+        pending = self.__dict__.get("_pending")
+        if pending is not None:
+            pending.discard()  # nothing of this attempt may land after its removal
         try:
             if b.get_metadata(self.backend_key).attempt == self.attempt:
                 return
@@ -319,14 +439,42 @@ class ZarrSaver(Saver):
             logger.debug("abort of %s: %s", self.attempt, e)
 
 
-def _digest(buf: Any, ends_with_crc32c: bool = False) -> Digest:
-    raw = buf.as_numpy_array()
-    return Digest(int(raw.nbytes), _zarr.object_crc32c(raw, ends_with_crc32c))
+def _digest_bytes(raw: bytes, ends_with_crc32c: bool) -> Digest:
+    """Size and crc32c of a stored object's bytes (as the manifest records them)."""
+    return Digest(len(raw), _zarr.object_crc32c(np.frombuffer(raw, np.uint8), ends_with_crc32c))
 
 
-async def _put_node(store: Any, path: str, meta: Any) -> Digest:
-    """Write the ``zarr.json`` of the node at ``path`` (and nothing else); return its digest."""
-    bufs = _zarr.metadata_buffers(meta)
-    for name, buf in bufs.items():
-        await store.set(f"{path}/{name}", buf)
-    return _digest(bufs["zarr.json"])
+def _write_files(files: list[tuple[str, tuple[bytes, ...]]]) -> None:
+    """Write each ``(path, parts)`` on local disk, making each folder once.
+
+    Each file is written under a temporary name and renamed into place, so a file is always
+    one writer's whole bytes, even when a task presumed lost (a worker cut off, not dead)
+    writes the same object as its rerun. A killed writer leaves a ``*.partial`` file, inside
+    an attempt that gc removes whole or that its rerun's commit lists and ignores.
+    """
+    made: set[str] = set()
+    tag = f"{os.getpid()}-{threading.get_ident()}"
+    for path, data in files:
+        d = os.path.dirname(path)
+        if d not in made:
+            os.makedirs(d, exist_ok=True)
+            made.add(d)
+        tmp = f"{path}.{tag}.partial"
+        try:
+            with open(tmp, "wb") as f:
+                for part in data:
+                    f.write(part)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+async def _list_keys(store: Any, prefix: str) -> set[str]:
+    """Every key below ``prefix`` of ``store`` (one listing)."""
+    return {k async for k in store.list_prefix(prefix)}
+
+
+async def _delete_key(store: Any, key: str) -> None:
+    await store.delete(key)

@@ -1,0 +1,120 @@
+"""The write path's own encoder and its writes in flight: the same bytes as zarr's pipeline,
+exact data, a commit that refuses when an object it names is gone, and nothing left behind.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+import zarr
+
+from strata.storage import DataKey, DirectoryFrontend, _zarr
+from strata.storage.backends.zarr.arrays import array_templates
+from strata.storage.backends.zarr.encode import encoder_for
+from strata.storage.backends.zarr.pending import PendingWrites
+from strata.storage.codecs import compressors
+from strata.storage.commit import AttemptMissing
+from tests.helpers import STRAX_DTYPE, lineage, make_run
+
+KEY = DataKey("run_1", "records", lineage("records", threshold=14))
+
+FIELD_DTYPE = np.dtype(
+    [
+        ("time", "<i8"),
+        ("big", ">i4"),
+        ("data", "<f4", (7,)),
+        ("flag", "?"),
+        ("u8", "u1"),
+        ("name", "U3"),
+    ]
+)
+
+
+def _zarr_bytes(template: dict, rows: np.ndarray, chunk_rows: int) -> bytes:
+    meta = _zarr.metadata_from_dict(
+        {
+            **template,
+            "shape": [chunk_rows, *rows.shape[1:]],
+            "chunk_grid": {
+                "name": "regular",
+                "configuration": {"chunk_shape": [chunk_rows, *rows.shape[1:]]},
+            },
+        }
+    )
+    arr = _zarr.writable_array(zarr.storage.MemoryStore(), "a", meta)
+    buf = _zarr.run(_zarr.encode_chunk(arr, 0, np.ascontiguousarray(rows)))
+    return bytes(buf.to_bytes())
+
+
+@pytest.mark.parametrize("preset", ["blosc", "blosc-lz4", "zstd", "zstd-1", "none"])
+@pytest.mark.parametrize("rows", [50, 37], ids=["whole", "edge"])
+def test_encoder_writes_the_bytes_zarr_writes(preset, rows):
+    from strata.storage.backends.zarr.dtypes import is_mapped, to_storage
+
+    rng = np.random.default_rng(1)
+    data = np.zeros(50, FIELD_DTYPE)
+    data["time"] = np.cumsum(rng.integers(1, 9, 50))
+    data["big"] = rng.integers(-(2**30), 2**30, 50)
+    data["data"] = rng.normal(size=(50, 7))
+    data["flag"] = rng.integers(0, 2, 50).astype(bool)
+    data["u8"] = rng.integers(0, 255, 50)
+    data["name"] = ["ab", "xyz", ""] * 16 + ["a", "b"]
+    templates = array_templates(FIELD_DTYPE, [*compressors(preset), zarr.codecs.Crc32cCodec()])
+    for f in FIELD_DTYPE.names:
+        enc = encoder_for(templates[f])
+        assert enc is not None, (preset, f)
+        col = data[f][:rows]  # a strided view out of the records
+        if is_mapped(templates[f]):
+            col = to_storage(np.ascontiguousarray(col), FIELD_DTYPE[f].base)
+        ours = enc.encode(col, 50)
+        assert ours == _zarr_bytes(templates[f], col, 50), (preset, f)
+
+
+def test_encoder_leaves_other_chains_to_zarr():
+    chain = [zarr.codecs.GzipCodec(level=1), zarr.codecs.Crc32cCodec()]
+    templates = array_templates(STRAX_DTYPE, chain)
+    assert all(encoder_for(t) is None for t in templates.values())
+
+
+def test_pending_writes_raise_the_first_failure_and_bound_bytes():
+    writes = PendingWrites(2, max_bytes=10)
+
+    async def fail() -> None:
+        raise OSError("disk full")
+
+    async def ok() -> None:
+        return None
+
+    writes.submit(ok(), 8)
+    writes.submit(fail(), 8)  # waits for the first: 16 bytes would exceed 10
+    with pytest.raises(OSError, match="disk full"):
+        writes.wait()
+    writes.wait()  # reported once
+    with pytest.raises(ValueError, match="at least 1"):
+        PendingWrites(0, 10)
+
+
+def test_dask_save_with_writes_in_flight_is_exact(tmp_path):
+    fe = DirectoryFrontend(str(tmp_path), chunk_target_mb=0.05)
+    parts, intervals = make_run([700, 0, 1300, 30, 30, 900], seed=5)
+    with dask.config.set(scheduler="threads", num_workers=3):
+        fe.saver(KEY, STRAX_DTYPE).save(parts, intervals).compute()
+    got = fe.loader(KEY).to_numpy()
+    np.testing.assert_array_equal(got, np.concatenate(parts))
+    report = fe.backend.verify(fe.find(KEY).backend_key)
+    assert report.problems == [] and report.objects > 10  # every size and crc32c as recorded
+
+
+def test_commit_refuses_when_a_named_object_vanished(tmp_path):
+    fe = DirectoryFrontend(str(tmp_path), chunk_target_mb=0.05)
+    parts, intervals = make_run([600, 600], seed=6)
+    saver = fe.saver(KEY, STRAX_DTYPE)
+    for p, (s, e) in zip(parts, intervals, strict=True):
+        saver.save_partition(p, s, e)
+    attempt = tmp_path / "data" / "run_1" / saver.backend_key.split("/")[1] / saver.attempt
+    chunk = next(p for p in sorted(attempt.rglob("*")) if p.is_file() and "/c/" in str(p))
+    chunk.unlink()  # one chunk of the attempt is gone; its segment folder is still there
+    with pytest.raises(AttemptMissing, match="chunk"):
+        saver.close()
+    assert not fe.is_stored(KEY)
