@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from fsspec.implementations.local import LocalFileSystem
@@ -383,8 +384,16 @@ class FsObjectStore(ObjectStore):
             raw = document_bytes(obj.to_document(key, rel))
             with self._object_lock:
                 self._cache_discard(key)
-                atomic_write(self.fs, self._doc_path(key), raw)
-                atomic_write(self.fs, self._index_path(key, obj), raw)
+                paths = [self._doc_path(key), self._index_path(key, obj)]
+                remote = not isinstance(self.fs, LocalFileSystem)
+                if remote and getattr(self.fs, "async_impl", False):
+                    # remote: both documents at once (one round trip after the commit)
+                    with ThreadPoolExecutor(2, thread_name_prefix="strata-index") as pool:
+                        for done in [pool.submit(atomic_write, self.fs, p, raw) for p in paths]:
+                            done.result()
+                else:
+                    for path in paths:
+                        atomic_write(self.fs, path, raw)
         except Exception as e:
             logger.warning(
                 "%s is committed but could not be indexed as a stored object (%s); "

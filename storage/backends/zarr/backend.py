@@ -269,13 +269,27 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         """The path and bytes of the commit document of ``backend_key``: its ``zarr.json``,
         else (a key committed before format v3) its ``manifest.json``.
         """
-        for path in (self.layout.commit(backend_key), self.layout.legacy_manifest(backend_key)):
-            if self.is_local and os.path.lexists(path):
-                self._checked(path)
-            try:
-                return path, bytes(self.fs.cat_file(path))
-            except FileNotFoundError:
-                continue
+        paths = (self.layout.commit(backend_key), self.layout.legacy_manifest(backend_key))
+        if not self.is_local and getattr(self.fs, "async_impl", False):
+            # both asked at once (one round trip, not two, for a key that is not there yet)
+            got = self.fs.cat(list(paths), on_error="return")
+            found = {self.fs._strip_protocol(k): v for k, v in got.items()}
+            for path in paths:
+                raw = found.get(self.fs._strip_protocol(path))
+                if isinstance(raw, BaseException) and not isinstance(raw, FileNotFoundError):
+                    raise raw  # refused credentials, a dead server: not "nothing committed"
+            for path in paths:
+                raw = found.get(self.fs._strip_protocol(path))
+                if raw is not None and not isinstance(raw, BaseException):
+                    return path, bytes(raw)
+        else:
+            for path in paths:
+                if self.is_local and os.path.lexists(path):
+                    self._checked(path)
+                try:
+                    return path, bytes(self.fs.cat_file(path))
+                except FileNotFoundError:
+                    continue
         raise DataNotAvailable(f"nothing committed at {backend_key!r} in {redact_url(self.url)}")
 
     def get_metadata(self, backend_key: str) -> Manifest:

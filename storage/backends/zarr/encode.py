@@ -24,6 +24,12 @@ __all__ = ["ChunkEncoder", "encoder_for"]
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
 
+_SCRATCH = threading.local()
+"""One reused buffer per calling thread, shared by every encoder: encoders live as long as the
+saver copies of a worker's finished tasks (kept while their results are), a buffer each would
+add up to a chunk per task held."""
+
+
 class ChunkEncoder:
     """Encodes chunks of one array template (``bytes`` [+ ``blosc`` or ``zstd``] + ``crc32c``).
 
@@ -58,13 +64,12 @@ class ChunkEncoder:
                 typesize=int(blosc["typesize"]),
             )
         self.fill_value = fill_value
-        self._scratch = threading.local()  # one reused buffer per calling thread
 
     def _buffer(self, nbytes: int) -> np.ndarray:
-        buf: np.ndarray | None = getattr(self._scratch, "buf", None)
+        buf: np.ndarray | None = getattr(_SCRATCH, "buf", None)
         if buf is None or buf.nbytes < nbytes:
             buf = np.empty(nbytes, np.uint8)
-            self._scratch.buf = buf
+            _SCRATCH.buf = buf
         return buf[:nbytes]
 
     def encode(self, rows: np.ndarray, chunk_rows: int) -> bytes:

@@ -183,6 +183,7 @@ class ZarrSaver(Saver):
         # the data. Only the encoded bytes travel on: the PUTs need nothing else, and the
         # partition's memory is free once this returns.
         objects: list[tuple[str, tuple[bytes, ...]]] = []  # key, parts of the object
+        held, first = 0, True  # encoded bytes not yet handed to a write; no flush yet
         chunks: dict[str, list[Digest]] = {}
         metadata: dict[str, Digest] = {}
         group_doc = _zarr.metadata_buffers(_zarr.group_metadata({}))["zarr.json"].to_bytes()
@@ -211,6 +212,13 @@ class ZarrSaver(Saver):
                     buf = _zarr.run(_zarr.encode_chunk(arr, i, np.ascontiguousarray(col[a:b])))
                     parts = (buf.to_bytes(),)
                 objects.append((f"{path}/{_zarr.chunk_key(arr, i)}", parts))
+                if not self._defer_writes:
+                    held += sum(len(q) for q in parts)
+                    if held >= self.chunk_target_bytes:
+                        # waiting in this task anyway: write as encoded, so a task holds its
+                        # partition and about one chunk of encoded bytes, not a segment's
+                        self._flush(store, objects, lease, renew=first)
+                        objects, held, first = [], 0, False
                 # the recorded crc32c of a chunk is its trailing checksum (_zarr.object_crc32c)
                 digests.append(
                     Digest(sum(len(p) for p in parts), int.from_bytes(parts[-1][-4:], "little"))
@@ -220,22 +228,41 @@ class ZarrSaver(Saver):
         # The lease marks the attempt as not committed: this copy of the saver writes it
         # before its first data (a save killed at once leaves the marker too), then renews
         # it with every segment, alongside the segment's objects.
+        self._flush(store, objects, lease, renew=first)
+        return Segment(name, len(data), chunk_rows, chunks, metadata)
+
+    def _flush(
+        self, store: Any, objects: list[tuple[str, tuple[bytes, ...]]], lease: Any, renew: bool
+    ) -> None:
+        """Hand ``objects`` to the writes in flight (and wait for them, unless deferred)."""
         writes = self._writes()
         future = writes.submit(
-            self._segment_writes(store, objects, lease),
+            self._segment_writes(store, objects, lease, renew),
             sum(len(p) for _, parts in objects for p in parts),
         )
         if not self._defer_writes:
             self._wait(writes, future)
-        return Segment(name, len(data), chunk_rows, chunks, metadata)
 
     async def _segment_writes(
-        self, store: Any, objects: list[tuple[str, tuple[bytes, ...]]], lease: Any
+        self,
+        store: Any,
+        objects: list[tuple[str, tuple[bytes, ...]]],
+        lease: Any,
+        renew: bool = True,
     ) -> None:
         writes = self._writes()
         if not self._leased:
             await asyncio.wrap_future(lease)  # the lease before the first data
             self._leased = True
+        if not renew:
+            if self.backend.is_local:
+                files = [(self.backend.layout.path(k), b) for k, b in objects]
+                await writes.limited(asyncio.to_thread(_write_files, files))
+            else:
+                await asyncio.gather(
+                    *(writes.limited(_zarr.put_bytes(store, k, b"".join(p))) for k, p in objects)
+                )
+            return
         if self.backend.is_local:
             # One thread writes the segment's files: each folder made once, each file written
             # in place (zarr's LocalStore makes every parent and renames a temporary file per
