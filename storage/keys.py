@@ -27,6 +27,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -171,9 +172,11 @@ class DataKey:
         validate_data_type(self.data_type)
         object.__setattr__(self, "lineage", _validate_lineage(self.lineage))
 
-    @property
+    @cached_property
     def lineage_hash(self) -> str:
-        """The deterministic hash of this key's lineage."""
+        """The deterministic hash of this key's lineage (computed once: a key is immutable,
+        its lineage a normalised copy of what it was made from).
+        """
         return lineage_hash(self.lineage)
 
     @property

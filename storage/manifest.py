@@ -29,6 +29,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -201,9 +202,13 @@ class Manifest:
         """Whether this manifest lists the digest of every stored object (format v2)."""
         return self.format != "strata.manifest.v1"
 
-    @property
+    def __getstate__(self) -> dict[str, Any]:
+        # what was built from the fields (np_dtype, array documents) is rebuilt on demand
+        return {k: v for k, v in self.__dict__.items() if k not in ("np_dtype", "_array_meta")}
+
+    @cached_property
     def np_dtype(self) -> np.dtype[Any]:
-        """The record dtype."""
+        """The record dtype (built once)."""
         return dtype_from_json(self.dtype)
 
     @property

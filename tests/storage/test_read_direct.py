@@ -161,3 +161,50 @@ def test_a_chunk_decoding_to_other_rows_is_corrupted(tmp_path):
     with pytest.raises(DataCorrupted, match="decodes to"):
         chunks.read_chunks([read], str(KEY), "test store")
     assert not out.any()  # nothing was decoded into the destination
+
+
+def test_a_symlinked_chunk_is_not_followed(tmp_path):
+    """A chunk file replaced by a symbolic link (to a file holding the very same bytes, so no
+    checksum could tell) is refused: the local reader does not follow links."""
+    fe, ref = _save(tmp_path / "store", "blosc")
+    files = _wave_chunks(fe)
+    copy = tmp_path / "outside-chunk"
+    copy.write_bytes(files[1].read_bytes())
+    files[1].unlink()
+    files[1].symlink_to(copy)
+    with pytest.raises(DataCorrupted, match="symbolic link") as e:
+        fe.loader(KEY, fields=["wave"]).to_numpy()
+    assert str(KEY) in str(e.value) and "chunk 1 of" in str(e.value)
+    np.testing.assert_array_equal(fe.loader(KEY, fields=["grid"]).to_numpy()["grid"], ref["grid"])
+
+
+def test_a_deleted_chunk_is_missing_not_fill(tmp_path):
+    """The local reader reads each chunk file itself: a deleted one is DataCorrupted naming
+    the chunk, never zeros."""
+    fe, _ = _save(tmp_path / "store", "blosc")
+    files = _wave_chunks(fe)
+    files[2].unlink()
+    for read in (
+        lambda: fe.loader(KEY).to_numpy(),
+        lambda: fe.loader(KEY, fields=["wave"]).to_numpy(),
+    ):
+        with pytest.raises(DataCorrupted, match=r"chunk 2 of .* is missing"):
+            read()
+
+
+def test_plans_follow_the_committed_manifest(tmp_path):
+    """Read plans are kept per parsed manifest: after an overwrite with other chunking, a
+    read uses the new commit's arrays, not a plan of the old one."""
+    root = tmp_path / "store"
+    fe, ref = _save(root, "blosc")
+    assert fe.loader(KEY).to_numpy().tobytes() == ref.tobytes()
+    fe2 = DirectoryFrontend(str(root), compressor="none", chunk_target_mb=0.02)
+    parts = [_part(i, n) for i, n in enumerate(SIZES)]
+    for x in parts:
+        x["f8"] += 1.0
+        x["wave"] *= -1
+    intervals = [(i * NS, (i + 1) * NS) for i in range(len(SIZES))]
+    fe2.saver(KEY, DTYPE, overwrite=True).save(parts, intervals).compute()
+    new = np.concatenate(parts)
+    assert fe.loader(KEY).to_numpy().tobytes() == new.tobytes()
+    assert fe.loader(KEY, fields=["wave"]).to_numpy()["wave"].tobytes() == new["wave"].tobytes()

@@ -99,10 +99,20 @@ def stored_shape(template: dict[str, Any], field_dtype: np.dtype[Any]) -> tuple[
 
 
 def array_meta(m: Manifest, seg: Segment, field: str) -> dict[str, Any]:
-    """The Zarr v3 metadata document of ``field``'s array in segment ``seg`` of ``m``."""
-    tpl = m.arrays[field]
-    shape = stored_shape(tpl, m.np_dtype[field])
-    return _with_shape(tpl, seg.rows, seg.chunk_rows[field], shape)
+    """The Zarr v3 metadata document of ``field``'s array in segment ``seg`` of ``m``.
+
+    Built once per manifest object, segment and field (a manifest is parsed once per process
+    for identical bytes, so every read of it shares the documents and the read plans made from
+    them); callers must not change the returned dict.
+    """
+    memo: dict[tuple[str, int, int, str], dict[str, Any]] = m.__dict__.setdefault("_array_meta", {})
+    k = (seg.name, seg.rows, id(seg), field)
+    doc = memo.get(k)
+    if doc is None:
+        tpl = m.arrays[field]
+        shape = stored_shape(tpl, m.np_dtype[field])
+        doc = memo[k] = _with_shape(tpl, seg.rows, seg.chunk_rows[field], shape)
+    return doc
 
 
 def segment_array_meta(

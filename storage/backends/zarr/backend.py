@@ -142,7 +142,13 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         return (_rebuild, (type(self), self._init_kwargs()))
 
     def _token(self) -> str:
-        return json.dumps([self.url, repr(sorted(self.storage_options.items()))])
+        # the backend's identity in the per-process caches; built once (url and options are
+        # the backend's own copies, set when it was made)
+        token: str | None = self.__dict__.get("_token_cache")
+        if token is None:
+            token = json.dumps([self.url, repr(sorted(self.storage_options.items()))])
+            self.__dict__["_token_cache"] = token
+        return token
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ZarrBackend):

@@ -49,7 +49,7 @@ __all__ = [
 FETCH_WINDOW = 64
 """Chunks fetched ahead of the one being decoded, per :func:`read_chunks` call."""
 
-DECODE_BYTES_PER_THREAD = 4 * 2**20
+DECODE_BYTES_PER_THREAD = 2**20
 """Decoded bytes of a read below which it is decoded on fewer threads than offered."""
 
 FETCH_WINDOW_BYTES = 256 * 2**20
@@ -83,6 +83,11 @@ class Plan(NamedTuple):
         Whether the stored chunk ends with its crc32c.
     arr
         zarr's ``AsyncArray`` for the codec pipeline (only when ``codec`` is ``None``).
+    local_root
+        The root directory of ``store`` when it is a zarr ``LocalStore`` and ``codec`` decodes
+        here: the chunk files are then read by the decoding thread itself (an open and a read,
+        about 10 us), not through the store on zarr's event loop (a thread hop and about
+        0.3 ms a chunk).
 
     """
 
@@ -96,6 +101,7 @@ class Plan(NamedTuple):
     codec: str | None
     crc: bool
     arr: Any = None
+    local_root: str | None = None
 
     def chunk_key(self, index: int) -> str:
         """The store key of chunk ``index`` (along the first axis)."""
@@ -112,6 +118,9 @@ class _Template(NamedTuple):
 # parsed array templates (metadata less shape and chunks) per (process, store, template)
 _TEMPLATES: dict[tuple[int, int, str], _Template] = {}
 _PLANS_LOCK = threading.Lock()
+# plans per (process, store, path, array document): a manifest parsed once serves the same
+# document objects to every read of it, so a repeated read builds no plan again
+_PLANS: dict[tuple[int, int, str, int], tuple[dict[str, Any], Plan]] = {}
 _PLANS_MAX = 4096
 
 
@@ -154,6 +163,20 @@ def plan_for(store: Any, path: str, meta: dict[str, Any]) -> Plan:
     is parsed by zarr once per process; zarr's array object is built only for codec chains
     decoded by zarr's pipeline.
     """
+    pk = (os.getpid(), id(store), path, id(meta))
+    with _PLANS_LOCK:
+        hit = _PLANS.get(pk)
+    if hit is not None and hit[0] is meta and hit[1].store is store:
+        return hit[1]
+    plan = _make_plan(store, path, meta)
+    with _PLANS_LOCK:
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[pk] = (meta, plan)  # holding meta keeps its id from being reused
+    return plan
+
+
+def _make_plan(store: Any, path: str, meta: dict[str, Any]) -> Plan:
     tpl = {k: v for k, v in meta.items() if k not in ("shape", "chunk_grid")}
     k = (os.getpid(), id(store), json.dumps(tpl, sort_keys=True))
     with _PLANS_LOCK:
@@ -180,7 +203,16 @@ def plan_for(store: Any, path: str, meta: dict[str, Any]) -> Plan:
     n = max(1, int(chunks[0]))
     chunk_nbytes = n * int(np.prod(row_shape, dtype=np.int64)) * t.dtype.itemsize
     arr = _zarr.async_array(store, path, meta) if codec is None else None
-    return Plan(store, path, t.encode_key, t.dtype, row_shape, n, chunk_nbytes, codec, t.crc, arr)
+    local = _local_root(store) if codec is not None else None
+    return Plan(
+        store, path, t.encode_key, t.dtype, row_shape, n, chunk_nbytes, codec, t.crc, arr, local
+    )
+
+
+def _local_root(store: Any) -> str | None:
+    from zarr.storage import LocalStore
+
+    return str(store.root) if isinstance(store, LocalStore) else None
 
 
 def clear_plans(store: Any = None) -> None:
@@ -188,9 +220,12 @@ def clear_plans(store: Any = None) -> None:
     with _PLANS_LOCK:
         if store is None:
             _TEMPLATES.clear()
+            _PLANS.clear()
             return
         for k in [k for k in _TEMPLATES if k[1] == id(store)]:
             del _TEMPLATES[k]
+        for pk in [pk for pk in _PLANS if pk[1] == id(store)]:
+            del _PLANS[pk]
 
 
 class ChunkRead(NamedTuple):
@@ -216,6 +251,57 @@ def _scratch_buffer(nbytes: int) -> np.ndarray:
     if buf is None or buf.nbytes < nbytes:
         buf = np.empty(nbytes, dtype=np.uint8)
         _scratch.buf = buf
+    return buf[:nbytes]
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _read_local(key: str, r: ChunkRead, where: str) -> np.ndarray | None:
+    """The stored bytes of a chunk of a local store, read by the calling thread into its
+    reused buffer; ``None`` if the file is absent. The chunk's path is the array's path
+    (validated by the layout when the manifest was read) and an encoded integer chunk key; a
+    symbolic link in the chunk's place is not followed (the attempt's folder was checked to
+    lie below the root before reading began).
+    """
+    assert r.plan.local_root is not None
+    path = os.path.join(r.plan.local_root, r.plan.chunk_key(r.chunk))
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if os.path.islink(path):
+            raise DataCorrupted(
+                f"{key}: chunk {r.chunk} of {r.path} in {where} is a symbolic link, not a "
+                "chunk strata wrote; strata does not follow it"
+            ) from e
+        raise
+    try:
+        size = os.fstat(fd).st_size
+        buf = _raw_buffer(size)
+        view = memoryview(buf.data)
+        got = 0
+        while got < size:
+            k = os.readv(fd, [view[got:]])
+            if k == 0:  # shorter than it said: the size check against the manifest tells
+                break
+            got += k
+        return buf[:got]
+    finally:
+        os.close(fd)
+
+
+_raw = threading.local()
+
+
+def _raw_buffer(nbytes: int) -> np.ndarray:
+    """A per-thread buffer for the stored bytes of one local chunk."""
+    buf: np.ndarray | None = getattr(_raw, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+        _raw.buf = buf
     return buf[:nbytes]
 
 
@@ -291,7 +377,7 @@ def _place(key: str, r: ChunkRead, buf: Any, where: str) -> None:
     if buf is None:  # committed data never reads as the fill value
         raise _missing(key, r, where)
     p = r.plan
-    raw = buf.as_numpy_array()
+    raw = buf if isinstance(buf, np.ndarray) else buf.as_numpy_array()
     _check(key, r, raw, where)
     first = r.chunk * p.chunk_rows
     if p.codec is not None:
@@ -355,6 +441,9 @@ def read_chunks(
     n = len(reads)
     if n == 0:
         return
+    if all(r.plan.local_root is not None for r in reads):
+        _read_local_chunks(reads, key, where, threads)
+        return
     futures: list[Future[Any] | None] = [None] * n
     lock = threading.Lock()
     state = {"issued": 0, "next": 0}
@@ -415,4 +504,41 @@ def read_chunks(
         for f in futures:  # do not leave fetches running for a read that failed
             if f is not None:
                 f.cancel()
+        raise failed[0]
+
+
+def _read_local_chunks(reads: Sequence[ChunkRead], key: str, where: str, threads: int) -> None:
+    """:func:`read_chunks` of a local store: each of ``threads`` threads reads a chunk file
+    and decodes it, then takes the next (the page cache or the disk's own read-ahead is the
+    window; no event loop in between).
+    """
+    n = len(reads)
+    lock = threading.Lock()
+    state = {"next": 0}
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        while not failed:
+            with lock:
+                i = state["next"]
+                if i >= n:
+                    return
+                state["next"] = i + 1
+            try:
+                _place(key, reads[i], _read_local(key, reads[i], where), where)
+            except BaseException as e:
+                failed.append(e)
+                return
+
+    total = sum(r.plan.chunk_nbytes for r in reads)
+    extra = min(threads, n, -(-total // DECODE_BYTES_PER_THREAD)) - 1
+    workers = [
+        threading.Thread(target=work, name="strata-decode", daemon=True) for _ in range(extra)
+    ]
+    for t in workers:
+        t.start()
+    work()
+    for t in workers:
+        t.join()
+    if failed:
         raise failed[0]
