@@ -533,6 +533,9 @@ class GraphBuilder:
         self.needed: dict[str, set[int]] = {}
         """Partition mode: the partitions of each data type the selection needs."""
         self._listings: dict[int, list[Any]] = {}
+        self._absent: set[tuple[int, str]] = set()
+        """(frontend, key) pairs an exact :meth:`find` found not stored: their savers skip
+        the existence check (the commit is exclusive either way)."""
 
     # -- finding ----------------------------------------------------------------------------
     def find(self, data_type: str) -> Found | None:
@@ -550,6 +553,8 @@ class GraphBuilder:
                 try:
                     loc, stored = fe.find_key(key, fuzzy_for, fuzzy_for_options)
                 except DataNotAvailable:
+                    if not fuzzy_for and not fuzzy_for_options:
+                        self._absent.add((id(fe), str(key)))
                     continue
                 if stored != key and piece_spans(stored.lineage, data_type, str(stored)):
                     # a fuzzy match found a piece: it holds some partitions only, never the
@@ -842,7 +847,8 @@ class GraphBuilder:
             metadata["piece_of"] = str(stream.key)
             parts = [stream.parts[i] for i in indices]
             intervals = [stream.intervals[i] for i in indices]
-        self.add_sinks(key, stream.dtype, metadata, parts, intervals)
+        # the plugin's outputs, checked by compute_partition against these very intervals
+        self.add_sinks(key, stream.dtype, metadata, parts, intervals, prechecked=True)
 
     def add_sinks(
         self,
@@ -851,9 +857,11 @@ class GraphBuilder:
         metadata: dict[str, Any],
         parts: Sequence[Any],
         intervals: Sequence[Interval],
+        prechecked: bool = False,
     ) -> int:
         """Saver sinks committing ``parts`` under ``key`` to every writable frontend that takes
-        its data type; returns how many were added.
+        its data type; returns how many were added. ``prechecked``: the parts are plugin
+        outputs already validated against ``intervals`` (the savers do not check them again).
         """
         added = 0
         for fe in self.frontends:
@@ -862,10 +870,17 @@ class GraphBuilder:
             try:
                 # a key names what produced the data: if another saver commits it first, the
                 # stored data is what this one would have written (storage.commit)
-                saver = fe.saver(key, dtype, metadata=metadata, lost_race=LostRace.USE_STORED)
+                saver = fe.saver(
+                    key,
+                    dtype,
+                    metadata=metadata,
+                    lost_race=LostRace.USE_STORED,
+                    checked_absent=(id(fe), str(key)) in self._absent,
+                )
             except (DataExistsError, ReadOnlyError) as e:
                 logger.info("not saving %s to %r: %s", key, fe, e)
                 continue
+            saver.prechecked = prechecked
             sink = saver.save(list(parts), list(intervals))
             self.save_tasks.append(SaveTask(saver, fe, sink))
             self.units.append(sink)

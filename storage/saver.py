@@ -112,6 +112,10 @@ class Saver(ABC):
         """Whether :meth:`_write_segment` may return before its writes finish (the commit
         waits for them). Set by :meth:`save` for the process that runs the whole graph; a
         saver's copy on another process, and the streaming form, write before returning."""
+        self.prechecked = False
+        """Set by a caller whose partitions were validated by ``check_partition`` against
+        this dtype and exactly the intervals given to :meth:`save` (the pipeline, for plugin
+        outputs it checked): only the dtype and shape are checked again then."""
 
     # -- I/O primitives -------------------------------------------------------------------
     @abstractmethod
@@ -138,7 +142,13 @@ class Saver(ABC):
 
     def _stage(self, index: int, data: Any, start: int, end: int) -> _Staged:
         began = now_iso()
-        data = check_partition(data, self.dtype, start, end, self._where(index, start, end))
+        if not (
+            self.prechecked
+            and isinstance(data, np.ndarray)
+            and data.dtype == self.dtype
+            and data.ndim == 1
+        ):
+            data = check_partition(data, self.dtype, start, end, self._where(index, start, end))
         if len(data) == 0:
             return index, Partition(start, end, 0, 0, None, 0), None, None, began
         entry = Partition(start, end, len(data), int(data.nbytes), None, 0)

@@ -92,8 +92,14 @@ class StorageBackend(ObjectStore, ABC):
         dtype: Any,
         metadata: dict[str, Any] | None = None,
         overwrite: bool = False,
+        checked_absent: bool = False,
     ) -> Saver:
-        """A :class:`~strata.storage.saver.Saver` that commits ``key`` at ``backend_key``."""
+        """A :class:`~strata.storage.saver.Saver` that commits ``key`` at ``backend_key``.
+
+        ``checked_absent=True``: the caller has just found ``key`` not stored here, so the
+        early ``DataExistsError`` check (a round trip on object stores) is skipped; the commit
+        still never replaces data another saver committed meanwhile.
+        """
 
     @abstractmethod
     def remove(self, backend_key: str) -> None:

@@ -886,6 +886,7 @@ class StraxBackend(StorageBackend):
         dtype: Any,
         metadata: dict[str, Any] | None = None,
         overwrite: bool = False,
+        checked_absent: bool = False,
     ) -> Any:
         """Refused: strax data is read in place, never written (``ReadOnlyError``)."""
         raise ReadOnlyError(f"{self!r} is read-only: cannot save {key}")

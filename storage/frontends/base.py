@@ -630,11 +630,14 @@ class StorageFrontend(ABC):
         metadata: dict[str, Any] | None = None,
         overwrite: bool = False,
         lost_race: LostRace = LostRace.RAISE,
+        checked_absent: bool = False,
     ) -> Saver:
         """A Saver committing ``key`` here; ``ReadOnlyError`` if this frontend is read-only or
         does not take the data type, ``DataExistsError`` if it is stored and not overwritten.
         ``lost_race`` says what the saver does if another saver commits ``key`` first (see
-        :class:`~strata.storage.commit.LostRace`).
+        :class:`~strata.storage.commit.LostRace`). ``checked_absent=True`` says the caller has
+        just found ``key`` not stored here (:meth:`find` raised ``DataNotAvailable``): the
+        existence check is not made again (on an object store, a round trip less per save).
         """
         if self.readonly:
             raise ReadOnlyError(f"{self!r} is read-only: cannot save {key}")
@@ -642,7 +645,9 @@ class StorageFrontend(ABC):
             raise ReadOnlyError(f"{self!r} does not take {key.data_type!r} (take_only/exclude)")
         name = self._backend_for_save(key)
         backend = self.backends[name]
-        saver = backend.saver(backend.backend_key(key), key, dtype, metadata, overwrite)
+        saver = backend.saver(
+            backend.backend_key(key), key, dtype, metadata, overwrite, checked_absent=checked_absent
+        )
         saver.lost_race = LostRace(lost_race)
         if type(self)._register is not StorageFrontend._register:
             saver.on_commit = (self, Location(name, backend.backend_key(key)))

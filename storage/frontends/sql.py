@@ -1279,11 +1279,13 @@ class SQLFrontend(StorageFrontend):
         metadata: dict[str, Any] | None = None,
         overwrite: bool = False,
         lost_race: LostRace = LostRace.RAISE,
+        checked_absent: bool = False,
     ) -> Saver:
         """As :meth:`StorageFrontend.saver`; also ``DataExistsError`` if the catalog has the
-        key in any backend (unless ``overwrite``).
+        key in any backend (unless ``overwrite``, or ``checked_absent``: the caller just found
+        it absent).
         """
-        if not overwrite and not self.readonly and self.takes(key.data_type):
+        if not overwrite and not checked_absent and not self.readonly and self.takes(key.data_type):
             try:
                 loc = self.find(key)
             except DataNotAvailable:
@@ -1295,7 +1297,12 @@ class SQLFrontend(StorageFrontend):
                 )
         try:
             return super().saver(
-                key, dtype, metadata=metadata, overwrite=overwrite, lost_race=lost_race
+                key,
+                dtype,
+                metadata=metadata,
+                overwrite=overwrite,
+                lost_race=lost_race,
+                checked_absent=checked_absent,
             )
         except DataExistsError:
             self._reconcile(key)

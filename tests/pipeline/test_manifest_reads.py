@@ -46,3 +46,20 @@ def test_two_types_side_by_side_read_each_manifest_once(ctx):
     assert sorted(p.rsplit("/", 2)[1].split("-")[0] for p in reads) == ["peak_basics", "peaks"]
     assert set(reads.values()) == {1}, reads
     assert CountingFS.listings == []
+
+
+def test_a_make_looks_for_each_commit_once():
+    """Making a type that is not stored looks for its commit document once: the saver does
+    not check again what planning just found absent (a round trip per save on object
+    stores); the commit is exclusive either way."""
+    fe = DirectoryFrontend(f"countmem://make-{uuid.uuid4().hex}", chunk_target_mb=0.25)
+    fe.write_run_metadata("run_1", demo.run_document("run_1", n_partitions=3, pulse_rate=300.0))
+    context = Context(storage=[fe], register=demo.PLUGINS)
+    CountingFS.reset()
+    with dask.config.set(scheduler="threads"):
+        context.make("run_1", "peaks")
+    key = context.key_for("run_1", "peaks")
+    commit = fe.backend.layout.commit(fe.backend.backend_key(key))
+    looked = {p: n for p, n in CountingFS.attempts.items() if p.endswith(commit.lstrip("/"))}
+    assert list(looked.values()) == [1], CountingFS.attempts
+    assert context.is_stored("run_1", "peaks")

@@ -22,9 +22,12 @@ class CountingFS(MemoryFileSystem):
     reads: Counter = Counter()
     read_bytes: Counter = Counter()
     listings: list = []
+    attempts: Counter = Counter()  # reads asked for, found or not
     lock = threading.Lock()
 
     def cat_file(self, path, start=None, end=None, **kwargs):
+        with self.lock:
+            CountingFS.attempts[self._strip_protocol(path)] += 1
         data = super().cat_file(path, start=start, end=end, **kwargs)
         with self.lock:
             CountingFS.reads[self._strip_protocol(path)] += 1
@@ -39,6 +42,7 @@ class CountingFS(MemoryFileSystem):
     @classmethod
     def reset(cls):
         cls.reads.clear()
+        cls.attempts.clear()
         cls.read_bytes.clear()
         cls.listings.clear()
 

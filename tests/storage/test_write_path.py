@@ -118,3 +118,37 @@ def test_commit_refuses_when_a_named_object_vanished(tmp_path):
     with pytest.raises(AttemptMissing, match="chunk"):
         saver.close()
     assert not fe.is_stored(KEY)
+
+
+def test_checked_absent_saver_never_replaces_what_is_stored(tmp_path):
+    """``checked_absent=True`` skips only the early existence check: a saver told so while
+    the key is in fact stored still cannot replace it (its commit raises, the stored data
+    reads back unchanged and its attempt is gone)."""
+    from strata.storage import DataExistsError
+
+    fe = DirectoryFrontend(str(tmp_path), chunk_target_mb=0.05)
+    parts, intervals = make_run([500, 400], seed=7)
+    fe.saver(KEY, STRAX_DTYPE).save(parts, intervals).compute()
+    with pytest.raises(DataExistsError):
+        fe.saver(KEY, STRAX_DTYPE)  # the early check
+    other, _ = make_run([500, 400], seed=8)
+    saver = fe.saver(KEY, STRAX_DTYPE, checked_absent=True)
+    with pytest.raises(DataExistsError):
+        saver.save(other, intervals).compute()
+    np.testing.assert_array_equal(fe.loader(KEY).to_numpy(), np.concatenate(parts))
+    key_dir = tmp_path / "data" / "run_1" / saver.backend_key.split("/")[1]
+    assert not (key_dir / saver.attempt).exists()
+
+
+def test_prechecked_saver_still_refuses_another_dtype(tmp_path):
+    """A saver whose partitions were validated by its caller still checks dtype and shape."""
+    fe = DirectoryFrontend(str(tmp_path), chunk_target_mb=0.05)
+    parts, intervals = make_run([50], seed=9)
+    saver = fe.saver(KEY, STRAX_DTYPE)
+    saver.prechecked = True
+    wrong = parts[0].astype(
+        [(n, "<f8") if n == "area" else (n, STRAX_DTYPE[n]) for n in STRAX_DTYPE.names]
+    )
+    with pytest.raises(ValueError, match="dtype"):
+        saver.save([wrong], intervals).compute()
+    assert not fe.is_stored(KEY)

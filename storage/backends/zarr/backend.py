@@ -363,12 +363,16 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         dtype: Any,
         metadata: dict[str, Any] | None = None,
         overwrite: bool = False,
+        checked_absent: bool = False,
     ) -> ZarrSaver:
-        """A saver for ``key``; raises ``DataExistsError`` at once if it is already committed."""
+        """A saver for ``key``; raises ``DataExistsError`` at once if it is already committed
+        (not checked again with ``checked_absent=True``: the caller just found it absent; the
+        exclusive commit refuses to replace what another saver committed since).
+        """
         self._check_writable(f"save {key}")
         if self.backend_key(key) != backend_key:
             raise InvalidKey(f"backend key {backend_key!r} does not belong to {key}")
-        if not overwrite and self.exists(backend_key):
+        if not overwrite and not checked_absent and self.exists(backend_key):
             raise DataExistsError(
                 f"{key} is already stored in {redact_url(self.url)}; "
                 "pass overwrite=True to replace it"
