@@ -24,6 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 PEER_LABELS = {"zarr": "raw zarr", "parquet": "parquet", "icechunk": "icechunk", "strax": "strax"}
 
 
+def _waves_of(c: Any) -> str:
+    """The number of waves of requests of a case on S3 ("?" if not counted)."""
+    return str(c.s3.get("waves", "?")) if c.s3 else "?"
+
+
 def _delays(cases: list[Any]) -> tuple[float, float] | None:
     ds = sorted({float(c.where[3:-2]) for c in cases if c.where.startswith("s3+")})
     return (ds[0], ds[-1]) if ds else None
@@ -90,6 +95,8 @@ def summarize(
             return float(c.s3["requests"]) if c.s3 else math.nan
         if metric == "inflight":
             return float(c.s3["max_in_flight"]) if c.s3 else math.nan
+        if metric == "waves":
+            return float(c.s3["waves"]) if c.s3 and "waves" in c.s3 else math.nan
         if metric == "delta_rss":
             return float(c.delta_rss_mib)
         raise ValueError(f"unknown metric {metric!r}")
@@ -131,6 +138,10 @@ def summarize(
             ),
             ("S3 write: serial round trips", hi, "write", "rt", False, True),
             ("S3 read: serial round trips", hi, "read", "rt", False, False),
+            # phases of requests with none in flight between them: a lower bound of the serial
+            # round trips that, unlike the difference of two timings, has no noise
+            ("S3 write: waves of requests", hi, "write", "waves", False, False),
+            ("S3 read: waves of requests", hi, "read", "waves", False, False),
             ("S3 write: requests", hi, "write", "requests", False, False),
             ("S3 read: requests", hi, "read", "requests", False, False),
             ("S3 write: requests in flight at most", hi, "write", "inflight", True, True),
@@ -242,7 +253,8 @@ def summarize(
                 f"{hi_label}: a whole save in at most 6 serial round trips",
                 w_hi.extra["serial_round_trips"],
                 6.0,
-                f"{w_hi.seconds:.3f} s at {hi_label}, {w_lo.seconds:.3f} s at {lo_label}",
+                f"{w_hi.seconds:.3f} s at {hi_label}, {w_lo.seconds:.3f} s at {lo_label}; "
+                f"{_waves_of(w_hi)} waves of requests",
                 higher=False,
             )
         if r_hi is not None and "serial_round_trips" in r_hi.extra:
@@ -251,7 +263,8 @@ def summarize(
                 f"{hi_label}: a whole read in at most 3 serial round trips",
                 r_hi.extra["serial_round_trips"],
                 3.0,
-                f"{r_hi.seconds:.3f} s at {hi_label}, {r_lo.seconds:.3f} s at {lo_label}",
+                f"{r_hi.seconds:.3f} s at {hi_label}, {r_lo.seconds:.3f} s at {lo_label}; "
+                f"{_waves_of(r_hi)} waves of requests",
                 higher=False,
             )
         for c, what in ((w_hi, "save"), (r_hi, "read")):
