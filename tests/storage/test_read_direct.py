@@ -208,3 +208,15 @@ def test_plans_follow_the_committed_manifest(tmp_path):
     new = np.concatenate(parts)
     assert fe.loader(KEY).to_numpy().tobytes() == new.tobytes()
     assert fe.loader(KEY, fields=["wave"]).to_numpy()["wave"].tobytes() == new["wave"].tobytes()
+
+
+def test_an_oversized_chunk_file_is_refused_without_reading_it_all(tmp_path):
+    """A chunk file replaced by a much larger one is DataCorrupted (the reader reads a byte
+    more than the manifest's size, never the whole file)."""
+    fe, _ = _save(tmp_path / "store", "blosc")
+    files = _wave_chunks(fe)
+    files[1].write_bytes(files[1].read_bytes() + b"\0" * (64 << 20))
+    with pytest.raises(DataCorrupted, match="chunk 1 of") as e:
+        fe.loader(KEY, fields=["wave"]).to_numpy()
+    assert "truncated, swapped or replaced" in str(e.value)
+    assert chunks._raw.buf.nbytes < 32 << 20  # this thread's read buffer never held the file

@@ -280,6 +280,9 @@ def _read_local(key: str, r: ChunkRead, where: str) -> np.ndarray | None:
         raise
     try:
         size = os.fstat(fd).st_size
+        want = r.digests[r.chunk] if r.chunk < len(r.digests) else None
+        if want is not None:  # a file grown or replaced: a byte more tells, no need for all
+            size = min(size, want.size + 1)
         buf = _raw_buffer(size)
         view = memoryview(buf.data)
         got = 0
@@ -489,17 +492,7 @@ def read_chunks(
                 return
 
     issue_upto(0)
-    # a thread more per DECODE_BYTES_PER_THREAD to decode: starting one costs more than
-    # decoding a small read
-    extra = min(threads, n, -(-int(ends[-1]) // DECODE_BYTES_PER_THREAD)) - 1
-    workers = [
-        threading.Thread(target=work, name="strata-decode", daemon=True) for _ in range(extra)
-    ]
-    for t in workers:
-        t.start()
-    work()
-    for t in workers:
-        t.join()
+    _run_decoders(work, reads, threads)
     if failed:
         for f in futures:  # do not leave fetches running for a read that failed
             if f is not None:
@@ -530,8 +523,18 @@ def _read_local_chunks(reads: Sequence[ChunkRead], key: str, where: str, threads
                 failed.append(e)
                 return
 
+    _run_decoders(work, reads, threads)
+    if failed:
+        raise failed[0]
+
+
+def _run_decoders(work: Any, reads: Sequence[ChunkRead], threads: int) -> None:
+    """Run ``work`` on the calling thread and on up to ``threads - 1`` more: one more per
+    :data:`DECODE_BYTES_PER_THREAD` of decoded bytes (starting a thread costs more than
+    decoding a small read).
+    """
     total = sum(r.plan.chunk_nbytes for r in reads)
-    extra = min(threads, n, -(-total // DECODE_BYTES_PER_THREAD)) - 1
+    extra = min(threads, len(reads), -(-total // DECODE_BYTES_PER_THREAD)) - 1
     workers = [
         threading.Thread(target=work, name="strata-decode", daemon=True) for _ in range(extra)
     ]
@@ -540,5 +543,3 @@ def _read_local_chunks(reads: Sequence[ChunkRead], key: str, where: str, threads
     work()
     for t in workers:
         t.join()
-    if failed:
-        raise failed[0]
