@@ -13,11 +13,12 @@ to recognise zarr's ``ValueError`` by its message.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import os
 import threading
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 import google_crc32c
@@ -227,6 +228,27 @@ def node_document(meta: Any) -> dict[str, Any]:
     raw = metadata_buffers(meta)["zarr.json"].to_bytes()
     doc: dict[str, Any] = json.loads(raw)
     return doc
+
+
+async def gather_started_in_turn(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """``asyncio.gather`` of ``coros``, each started on its own turn of the event loop.
+
+    A request's preparation (botocore: signing, event hooks; a few ms of Python each) runs
+    before it first waits for a connection. Gathered at once, every preparation runs before
+    the loop handles the first new connection's handshake, so no request needing a new
+    connection leaves before the last one is prepared (~130 ms for 64 GETs). Started in turn,
+    the loop polls its sockets between them and each request leaves once prepared.
+    """
+    tasks: list[asyncio.Future[T]] = []
+    try:
+        for c in coros:
+            tasks.append(asyncio.ensure_future(c))
+            await asyncio.sleep(0)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise
+    return list(await asyncio.gather(*tasks))
 
 
 async def put_bytes(store: Any, key: str, data: bytes) -> None:

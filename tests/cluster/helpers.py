@@ -35,7 +35,8 @@ def assert_same_stored_data(a: DirectoryFrontend, b: DirectoryFrontend, key: Dat
     assert ma.dtype == mb.dtype
     assert ma.metadata == mb.metadata
     fa, fb = stored_files(a, key), stored_files(b, key)
-    assert sorted(fa) == sorted(fb)
+    extra, missing = sorted(set(fa) - set(fb)), sorted(set(fb) - set(fa))
+    assert not extra and not missing, f"files only in {a!r}: {extra}; only in {b!r}: {missing}"
     differ = [name for name in fa if fa[name] != fb[name]]
     assert not differ, f"{len(differ)} stored files differ, e.g. {differ[:3]}"
     assert len(fa) > 1

@@ -20,7 +20,6 @@ fails its checksum or decodes to a number of bytes other than its rows' is
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -418,7 +417,8 @@ def _place(key: str, r: ChunkRead, buf: Any, where: str) -> None:
 
 async def _fetch_many(reads: Sequence[ChunkRead], futures: Sequence[Future[Any]]) -> None:
     """Fetch the chunks of ``reads`` concurrently, each into its future (one wake-up of the
-    event loop for the lot, instead of one per chunk).
+    event loop for the lot, instead of one per chunk), started in turn
+    (:func:`strata.storage._zarr.gather_started_in_turn`).
     """
 
     async def one(r: ChunkRead, f: Future[Any]) -> None:
@@ -429,7 +429,7 @@ async def _fetch_many(reads: Sequence[ChunkRead], futures: Sequence[Future[Any]]
         except BaseException as e:  # handed to the decoding thread, which raises it
             f.set_exception(e)
 
-    await asyncio.gather(*(one(r, f) for r, f in zip(reads, futures, strict=True)))
+    await _zarr.gather_started_in_turn(one(r, f) for r, f in zip(reads, futures, strict=True))
 
 
 def read_chunks(

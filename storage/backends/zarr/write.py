@@ -259,8 +259,8 @@ class ZarrSaver(Saver):
                 files = [(self.backend.layout.path(k), b) for k, b in objects]
                 await writes.limited(asyncio.to_thread(_write_files, files))
             else:
-                await asyncio.gather(
-                    *(writes.limited(_zarr.put_bytes(store, k, b"".join(p))) for k, p in objects)
+                await _zarr.gather_started_in_turn(
+                    writes.limited(_zarr.put_bytes(store, k, b"".join(p))) for k, p in objects
                 )
             return
         if self.backend.is_local:
@@ -274,9 +274,11 @@ class ZarrSaver(Saver):
                 writes.limited(asyncio.to_thread(_write_files, files)),
             )
             return
-        await asyncio.gather(
-            writes.limited(self._put_lease()),
-            *(writes.limited(_zarr.put_bytes(store, k, b"".join(p))) for k, p in objects),
+        await _zarr.gather_started_in_turn(
+            [
+                writes.limited(self._put_lease()),
+                *(writes.limited(_zarr.put_bytes(store, k, b"".join(p))) for k, p in objects),
+            ]
         )
 
     def _wait(self, writes: PendingWrites, future: Any = None) -> None:
