@@ -105,8 +105,8 @@ def array_meta(m: Manifest, seg: Segment, field: str) -> dict[str, Any]:
     for identical bytes, so every read of it shares the documents and the read plans made from
     them); callers must not change the returned dict.
     """
-    memo: dict[tuple[str, int, int, str], dict[str, Any]] = m.__dict__.setdefault("_array_meta", {})
-    k = (seg.name, seg.rows, id(seg), field)
+    memo: dict[tuple[int, str], dict[str, Any]] = m.__dict__.setdefault("_array_meta", {})
+    k = (id(seg), field)  # the manifest holds its segments: their ids stay theirs
     doc = memo.get(k)
     if doc is None:
         tpl = m.arrays[field]

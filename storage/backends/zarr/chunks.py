@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ... import _zarr
+from ... import _zarr, layout
 from ...errors import DataCorrupted
 from ...manifest import Digest
 
@@ -82,11 +82,11 @@ class Plan(NamedTuple):
         Whether the stored chunk ends with its crc32c.
     arr
         zarr's ``AsyncArray`` for the codec pipeline (only when ``codec`` is ``None``).
-    local_root
-        The root directory of ``store`` when it is a zarr ``LocalStore`` and ``codec`` decodes
-        here: the chunk files are then read by the decoding thread itself (an open and a read,
-        about 10 us), not through the store on zarr's event loop (a thread hop and about
-        0.3 ms a chunk).
+    local
+        The :class:`~strata.storage.layout.Layout` of ``store``'s root directory when it is a
+        zarr ``LocalStore`` and ``codec`` decodes here: the chunk files are then read by the
+        decoding thread itself (an open and a read, about 10 us), not through the store on
+        zarr's event loop (a thread hop and about 0.3 ms a chunk).
 
     """
 
@@ -100,7 +100,7 @@ class Plan(NamedTuple):
     codec: str | None
     crc: bool
     arr: Any = None
-    local_root: str | None = None
+    local: layout.Layout | None = None
 
     def chunk_key(self, index: int) -> str:
         """The store key of chunk ``index`` (along the first axis)."""
@@ -202,16 +202,16 @@ def _make_plan(store: Any, path: str, meta: dict[str, Any]) -> Plan:
     n = max(1, int(chunks[0]))
     chunk_nbytes = n * int(np.prod(row_shape, dtype=np.int64)) * t.dtype.itemsize
     arr = _zarr.async_array(store, path, meta) if codec is None else None
-    local = _local_root(store) if codec is not None else None
+    local = _local_layout(store) if codec is not None else None
     return Plan(
         store, path, t.encode_key, t.dtype, row_shape, n, chunk_nbytes, codec, t.crc, arr, local
     )
 
 
-def _local_root(store: Any) -> str | None:
+def _local_layout(store: Any) -> layout.Layout | None:
     from zarr.storage import LocalStore
 
-    return str(store.root) if isinstance(store, LocalStore) else None
+    return layout.Layout(str(store.root)) if isinstance(store, LocalStore) else None
 
 
 def clear_plans(store: Any = None) -> None:
@@ -264,8 +264,8 @@ def _read_local(key: str, r: ChunkRead, where: str) -> np.ndarray | None:
     symbolic link in the chunk's place is not followed (the attempt's folder was checked to
     lie below the root before reading began).
     """
-    assert r.plan.local_root is not None
-    path = os.path.join(r.plan.local_root, r.plan.chunk_key(r.chunk))
+    assert r.plan.local is not None
+    path = r.plan.local.path(r.plan.chunk_key(r.chunk))  # every component checked
     try:
         fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
     except FileNotFoundError:
@@ -444,7 +444,7 @@ def read_chunks(
     n = len(reads)
     if n == 0:
         return
-    if all(r.plan.local_root is not None for r in reads):
+    if all(r.plan.local is not None for r in reads):
         _read_local_chunks(reads, key, where, threads)
         return
     futures: list[Future[Any] | None] = [None] * n
