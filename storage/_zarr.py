@@ -29,6 +29,7 @@ __all__ = [
     "ChecksumMismatch",
     "async_array",
     "chunk_key",
+    "fetch_range",
     "clear_array_cache",
     "crc32c",
     "decode_chunk",
@@ -265,6 +266,18 @@ async def fetch_key(store: Any, key: str) -> Any:
     from zarr.core.buffer import default_buffer_prototype
 
     return await store.get(key, prototype=default_buffer_prototype())
+
+
+async def fetch_range(store: Any, key: str, start: int, end: int) -> Any:
+    """Bytes ``[start, end)`` of the object at ``key`` of ``store`` (a zarr ``Buffer``,
+    shorter if the object is), or ``None`` if absent.
+    """
+    from zarr.abc.store import RangeByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+
+    return await store.get(
+        key, prototype=default_buffer_prototype(), byte_range=RangeByteRequest(start, end)
+    )
 
 
 def object_crc32c(raw: np.ndarray, ends_with_crc32c: bool) -> int:

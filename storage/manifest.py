@@ -109,7 +109,9 @@ class Segment:
 
     ``chunks`` holds, per field, the :class:`Digest` of every chunk in order; ``metadata`` the
     digests of the segment's ``zarr.json`` documents (keys relative to the segment: ``zarr.json``
-    and ``<field>/zarr.json``). Both are empty in manifests of format v1.
+    and ``<field>/zarr.json``). Both are empty in manifests of format v1. ``shard_chunks``
+    names the fields whose chunks are stored that many to an object (Zarr v3 sharding, see
+    :mod:`strata.storage.backends.zarr.shards`); other fields store one object per chunk.
     """
 
     name: str
@@ -117,10 +119,19 @@ class Segment:
     chunk_rows: dict[str, int]
     chunks: dict[str, list[Digest]] = field(default_factory=dict)
     metadata: dict[str, Digest] = field(default_factory=dict)
+    shard_chunks: dict[str, int] = field(default_factory=dict)
 
     def n_chunks(self, field_name: str) -> int:
         """How many chunks the array of ``field_name`` has."""
         return math.ceil(self.rows / max(1, self.chunk_rows[field_name]))
+
+    def shard(self, field_name: str) -> int:
+        """Chunks per stored object of ``field_name``'s array (1: unsharded)."""
+        return self.shard_chunks.get(field_name, 1)
+
+    def n_objects(self, field_name: str) -> int:
+        """How many chunk objects (shards, or chunks if unsharded) ``field_name``'s array has."""
+        return math.ceil(self.n_chunks(field_name) / self.shard(field_name))
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (v3): per field, the chunks' sizes and crc32c as two lists."""
@@ -133,6 +144,7 @@ class Segment:
                 for f, ds in self.chunks.items()
             },
             "metadata": {k: _digest_json(d) for k, d in self.metadata.items()},
+            **({"shard_chunks": self.shard_chunks} if self.shard_chunks else {}),
         }
 
     @classmethod
@@ -145,7 +157,11 @@ class Segment:
                 raise ValueError(f"chunk digests of field {f!r} are not two lists")
             chunks[str(f)] = [Digest(_int(a), _int(b)) for a, b in zip(sizes, crcs, strict=True)]
         meta = {str(k): _digest_from_json(v) for k, v in d["metadata"].items()}
-        return cls(str(d["name"]), _int(d["rows"]), _chunk_rows(d), chunks, meta)
+        shards = d.get("shard_chunks", {})
+        if not isinstance(shards, dict):
+            raise ValueError(f"shard_chunks {shards!r} is not an object")
+        shard_chunks = {str(f): _int(k) for f, k in shards.items()}
+        return cls(str(d["name"]), _int(d["rows"]), _chunk_rows(d), chunks, meta, shard_chunks)
 
     @classmethod
     def from_legacy_json(cls, d: dict[str, Any]) -> Segment:
@@ -379,6 +395,8 @@ class Manifest:
                 raise bad(f"segment {seg.name} has {seg.rows} rows or chunking of other fields")
             if any(n < 1 for n in seg.chunk_rows.values()):
                 raise bad(f"segment {seg.name} has a chunk of fewer than one row")
+            if seg.shard_chunks:
+                _shard_rules(self, seg, names, bad)
             if self.has_digests:
                 for f in names:
                     if len(seg.chunks.get(f, ())) != seg.n_chunks(f):
@@ -409,6 +427,32 @@ class Manifest:
         for name, seg in segments.items():
             if filled[name] != seg.rows:
                 raise bad(f"segment {name} has {seg.rows} rows, its partitions {filled[name]}")
+
+
+SHARDED_CODECS = (["bytes", "crc32c"], ["bytes", "blosc", "crc32c"])
+"""The codec chains of templates whose chunks may be stored in shards."""
+
+MAX_SHARD_CHUNKS = 2**16
+"""Chunks per shard at most in a manifest that strata reads."""
+
+
+def _shard_rules(m: Manifest, seg: Segment, names: list[str], bad: Any) -> None:
+    """Fields stored in shards: known fields, of a chain strata decodes, with digests."""
+    for f, k in seg.shard_chunks.items():
+        if f not in names:
+            raise bad(f"segment {seg.name} shards {f!r}, which is not a field")
+        if not 2 <= k <= MAX_SHARD_CHUNKS:
+            raise bad(
+                f"segment {seg.name} stores {k} chunks of {f!r} per shard (rule: 2 to "
+                f"{MAX_SHARD_CHUNKS}; unsharded fields are not listed)"
+            )
+        codecs = m.arrays[f].get("codecs") if isinstance(m.arrays[f], dict) else None
+        chain = [c.get("name") for c in codecs if isinstance(c, dict)] if codecs else []
+        if chain not in SHARDED_CODECS or not m.has_digests:
+            raise bad(
+                f"segment {seg.name} shards {f!r}, whose codecs {chain} are not one of "
+                f"{list(SHARDED_CODECS)} with chunk digests"
+            )
 
 
 def seal(doc: dict[str, Any]) -> bytes:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..backends.zarr import ZarrBackend
-from ..backends.zarr.backend import DEFAULT_CHUNK_TARGET_MB
+from ..backends.zarr.backend import DEFAULT_CHUNK_TARGET_MB, DEFAULT_SHARD_TARGET_MB
 from ..codecs import CompressorLike
 from ..errors import DataCorrupted, DataNotAvailable, InvalidKey
 from ..fs import atomic_write, redact_url, split_url
@@ -51,7 +51,7 @@ class DirectoryFrontend(StorageFrontend):
         fsspec options (credentials are never shown).
     readonly, take_only, exclude
         See :class:`~strata.storage.frontends.base.StorageFrontend`.
-    compressor, chunk_target_mb
+    compressor, chunk_target_mb, shard_target_mb
         Passed to the backend for new saves.
     storage_kind
         How far the data is; default from the URL (:func:`storage_kind_of_url`).
@@ -68,6 +68,7 @@ class DirectoryFrontend(StorageFrontend):
         compressor: CompressorLike = None,
         chunk_target_mb: float = DEFAULT_CHUNK_TARGET_MB,
         storage_kind: str | None = None,
+        shard_target_mb: float = DEFAULT_SHARD_TARGET_MB,
     ) -> None:
         super().__init__(
             readonly=readonly,
@@ -81,6 +82,7 @@ class DirectoryFrontend(StorageFrontend):
             compressor=compressor,
             chunk_target_mb=chunk_target_mb,
             readonly=readonly,
+            shard_target_mb=shard_target_mb,
         )
         self.backends = {"zarr": self.backend}
         self._kwargs = {
@@ -91,6 +93,7 @@ class DirectoryFrontend(StorageFrontend):
             "exclude": self.exclude,
             "compressor": compressor,
             "chunk_target_mb": chunk_target_mb,
+            "shard_target_mb": shard_target_mb,
         }
 
     @property

@@ -74,7 +74,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from .. import __version__
 from ..backends.base import StorageBackend
 from ..backends.zarr import ZarrBackend
-from ..backends.zarr.backend import DEFAULT_CHUNK_TARGET_MB
+from ..backends.zarr.backend import DEFAULT_CHUNK_TARGET_MB, DEFAULT_SHARD_TARGET_MB
 from ..codecs import CompressorLike
 from ..commit import LostRace
 from ..errors import (
@@ -741,7 +741,7 @@ class SQLFrontend(StorageFrontend):
         URL of the default backend. Default for a SQLite file: the directory ``<stem>_data``
         next to it (``catalog.db`` -> ``catalog_data``); PostgreSQL needs ``data_url`` or
         ``backends``.
-    storage_options, compressor, chunk_target_mb
+    storage_options, compressor, chunk_target_mb, shard_target_mb
         For backends built here from URLs.
     save_to
         Name of the backend new data goes to; default the first writable one.
@@ -779,6 +779,7 @@ class SQLFrontend(StorageFrontend):
         compressor: CompressorLike = None,
         chunk_target_mb: float = DEFAULT_CHUNK_TARGET_MB,
         storage_kind: str | None = None,
+        shard_target_mb: float = DEFAULT_SHARD_TARGET_MB,
     ) -> None:
         super().__init__(
             readonly=readonly, take_only=take_only, exclude=exclude, storage_kind=storage_kind
@@ -788,6 +789,7 @@ class SQLFrontend(StorageFrontend):
             "storage_options": storage_options,
             "compressor": compressor,
             "chunk_target_mb": chunk_target_mb,
+            "shard_target_mb": shard_target_mb,
             "readonly": readonly,
         }
         if backends is None:

@@ -22,7 +22,9 @@ KEY = DataKey("run_1", "records", lineage())
 
 @pytest.fixture
 def stored(tmp_path):
-    fe = DirectoryFrontend(str(tmp_path / "store"), chunk_target_mb=0.05)
+    # one object per chunk (as every manifest before shards): the legacy forms below describe
+    # that layout; sharded arrays' digests are tested in test_shards
+    fe = DirectoryFrontend(str(tmp_path / "store"), chunk_target_mb=0.05, shard_target_mb=0)
     parts, intervals = make_run([300, 5, 0, 700])
     m = fe.saver(KEY, STRAX_DTYPE).save(parts, intervals).compute()
     path = tmp_path / "store" / "data" / fe.backend.backend_key(KEY) / "zarr.json"

@@ -55,21 +55,27 @@ def _part(i: int, n: int) -> np.ndarray:
 SIZES = (1500, 0, 2300, 700)
 
 
-def _save(root: Path, preset: str) -> tuple[DirectoryFrontend, np.ndarray]:
-    # tiny chunks: many per segment, edge chunks shorter than the others
-    fe = DirectoryFrontend(str(root), compressor=preset, chunk_target_mb=0.01)
+def _save(root: Path, preset: str, shard_mb: float = 0) -> tuple[DirectoryFrontend, np.ndarray]:
+    # tiny chunks: many per segment, edge chunks shorter than the others; one file per chunk
+    # unless shard_mb (the damage of shards is tested in test_shards)
+    fe = DirectoryFrontend(
+        str(root), compressor=preset, chunk_target_mb=0.01, shard_target_mb=shard_mb
+    )
     parts = [_part(i, n) for i, n in enumerate(SIZES)]
     intervals = [(i * NS, (i + 1) * NS) for i in range(len(SIZES))]
     fe.saver(KEY, DTYPE).save(parts, intervals).compute()
     return fe, np.concatenate(parts)
 
 
+@pytest.mark.parametrize("shard_mb", [0, 64], ids=["chunks", "shards"])
 @pytest.mark.parametrize("preset", list(PRESETS))
-def test_every_kind_reads_back_exactly(tmp_path, preset):
-    fe, ref = _save(tmp_path / "store", preset)
+def test_every_kind_reads_back_exactly(tmp_path, preset, shard_mb):
+    fe, ref = _save(tmp_path / "store", preset, shard_mb)
     m = fe.get_metadata(KEY)
     seg = m.segments[0]
     assert seg.chunk_rows["wave"] < seg.rows  # several chunks per array, or nothing is tested
+    # the chains strata decodes itself are stored in shards when asked, the others per chunk
+    assert (seg.shard("wave") > 1) == bool(shard_mb and PRESETS[preset]), seg.shard_chunks
     for f in DTYPE.names:
         path = fe.backend.layout.array_prefix(
             fe.backend.backend_key(KEY), m.attempt, seg.name, f, "test"

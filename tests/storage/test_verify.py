@@ -48,7 +48,8 @@ def url(tmp_path) -> str:
 @pytest.fixture
 def fe(url) -> DirectoryFrontend:
     """Two keys of run_1 (``a``, ``b``), each of two segments of 1000 rows."""
-    fe = DirectoryFrontend(url, chunk_target_mb=CHUNK_MB)
+    # one object per chunk: the counts below are of chunk files (shards: test_shards)
+    fe = DirectoryFrontend(url, chunk_target_mb=CHUNK_MB, shard_target_mb=0)
     for dt in ("a", "b"):
         _save(fe, _key(dt))
     return fe
@@ -335,7 +336,9 @@ def test_a_backend_that_cannot_verify(tmp_path, url, fe):
 
 # -- S3 -----------------------------------------------------------------------------------------
 def test_s3(s3_url, s3_options):
-    fe = DirectoryFrontend(s3_url, storage_options=s3_options, chunk_target_mb=CHUNK_MB)
+    fe = DirectoryFrontend(
+        s3_url, storage_options=s3_options, chunk_target_mb=CHUNK_MB, shard_target_mb=0
+    )
     _save(fe, _key("a"))
     _save(fe, _key("b"))
     reports = verify(s3_url, storage_options=s3_options)

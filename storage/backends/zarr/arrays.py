@@ -14,6 +14,7 @@ import numpy as np
 
 from ...manifest import Manifest, Segment
 from .dtypes import NUMPY_DTYPE, is_mapped, needs_mapping, storage_dtype
+from .shards import sharded_meta
 
 __all__ = [
     "ATTEMPT_RULE",
@@ -64,6 +65,11 @@ def consolidated(m: Manifest) -> dict[str, Any]:
         out[f"{m.attempt}/{seg.name}"] = segment_group
         for f, doc in normal.items():
             shape = stored_shape(m.arrays[f], dtype[f])
+            if seg.shard(f) > 1:  # the codecs name the inner chunks: normalised whole
+                out[f"{m.attempt}/{seg.name}/{f}"] = _zarr.node_document(
+                    _zarr.metadata_from_dict(array_meta(m, seg, f))
+                )
+                continue
             out[f"{m.attempt}/{seg.name}/{f}"] = {
                 **doc,
                 **{
@@ -80,8 +86,10 @@ def dim_names(field: str, extra: int) -> list[str]:
     return ["row", *[f"{field}_dim_{i}" for i in range(1, extra + 1)]]
 
 
-def _with_shape(tpl: dict[str, Any], rows: int, chunk_rows: int, shape: tuple[int, ...]) -> Any:
-    return {
+def _with_shape(
+    tpl: dict[str, Any], rows: int, chunk_rows: int, shape: tuple[int, ...], shard: int = 1
+) -> Any:
+    doc = {
         **tpl,
         "shape": [rows, *shape],
         "chunk_grid": {
@@ -89,6 +97,7 @@ def _with_shape(tpl: dict[str, Any], rows: int, chunk_rows: int, shape: tuple[in
             "configuration": {"chunk_shape": [max(1, chunk_rows), *shape]},
         },
     }
+    return sharded_meta(doc, shard)
 
 
 def stored_shape(template: dict[str, Any], field_dtype: np.dtype[Any]) -> tuple[int, ...]:
@@ -111,7 +120,7 @@ def array_meta(m: Manifest, seg: Segment, field: str) -> dict[str, Any]:
     if doc is None:
         tpl = m.arrays[field]
         shape = stored_shape(tpl, m.np_dtype[field])
-        doc = memo[k] = _with_shape(tpl, seg.rows, seg.chunk_rows[field], shape)
+        doc = memo[k] = _with_shape(tpl, seg.rows, seg.chunk_rows[field], shape, seg.shard(field))
     return doc
 
 
@@ -120,7 +129,9 @@ def segment_array_meta(
 ) -> dict[str, Any]:
     """As :func:`array_meta`, from a saver's templates and dtype (before a manifest exists)."""
     tpl = templates[field]
-    return _with_shape(tpl, seg.rows, seg.chunk_rows[field], stored_shape(tpl, dtype[field]))
+    return _with_shape(
+        tpl, seg.rows, seg.chunk_rows[field], stored_shape(tpl, dtype[field]), seg.shard(field)
+    )
 
 
 def array_templates(

@@ -33,6 +33,7 @@ import numpy as np
 from ... import _zarr, layout
 from ...errors import DataCorrupted
 from ...manifest import Digest
+from . import shards
 
 __all__ = [
     "DECODE_BYTES_PER_THREAD",
@@ -87,6 +88,10 @@ class Plan(NamedTuple):
         zarr ``LocalStore`` and ``codec`` decodes here: the chunk files are then read by the
         decoding thread itself (an open and a read, about 10 us), not through the store on
         zarr's event loop (a thread hop and about 0.3 ms a chunk).
+    shard
+        Chunks per stored object (1: one object per chunk; more: Zarr v3 shards, see
+        :mod:`.shards`). ``chunk_rows``, ``chunk_nbytes`` and chunk numbers are the inner
+        chunks'; a chunk lies in object ``chunk // shard`` where the manifest's sizes say.
 
     """
 
@@ -101,10 +106,11 @@ class Plan(NamedTuple):
     crc: bool
     arr: Any = None
     local: layout.Layout | None = None
+    shard: int = 1
 
     def chunk_key(self, index: int) -> str:
-        """The store key of chunk ``index`` (along the first axis)."""
-        return f"{self.path}/{self.encode_key((index, *[0] * len(self.row_shape)))}"
+        """The store key of the object holding chunk ``index`` (along the first axis)."""
+        return f"{self.path}/{self.encode_key((index // self.shard, *[0] * len(self.row_shape)))}"
 
 
 class _Template(NamedTuple):
@@ -176,6 +182,16 @@ def plan_for(store: Any, path: str, meta: dict[str, Any]) -> Plan:
 
 
 def _make_plan(store: Any, path: str, meta: dict[str, Any]) -> Plan:
+    sharded = shards.inner_of(meta)  # ValueError for shards of another form
+    if sharded is not None:
+        inner, per_shard = sharded
+        plan = _make_plan(store, path, inner)
+        if plan.codec is None:
+            raise ValueError(
+                f"array {path} is sharded with codecs {inner.get('codecs')!r}: strata reads "
+                "shards of bytes [+ blosc] + crc32c chunks"
+            )
+        return plan._replace(shard=per_shard)
     tpl = {k: v for k, v in meta.items() if k not in ("shape", "chunk_grid")}
     k = (os.getpid(), id(store), json.dumps(tpl, sort_keys=True))
     with _PLANS_LOCK:
@@ -266,6 +282,7 @@ def _read_local(key: str, r: ChunkRead, where: str) -> np.ndarray | None:
     """
     assert r.plan.local is not None
     path = r.plan.local.path(r.plan.chunk_key(r.chunk))  # every component checked
+    span = _span(key, r, where)
     try:
         fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
     except FileNotFoundError:
@@ -279,20 +296,51 @@ def _read_local(key: str, r: ChunkRead, where: str) -> np.ndarray | None:
         raise
     try:
         size = os.fstat(fd).st_size
-        want = r.digests[r.chunk] if r.chunk < len(r.digests) else None
-        if want is not None:  # a file grown or replaced: a byte more tells, no need for all
-            size = min(size, want.size + 1)
+        start = 0
+        if span is not None:  # an inner chunk of a shard: its bytes where the manifest says
+            start, want_size, total = span
+            if size != total:
+                raise _wrong_shard(key, r, where, size, total)
+            size = want_size
+        else:
+            want = r.digests[r.chunk] if r.chunk < len(r.digests) else None
+            if want is not None:  # a file grown or replaced: a byte more tells, not all of it
+                size = min(size, want.size + 1)
         buf = _raw_buffer(size)
         view = memoryview(buf.data)
         got = 0
         while got < size:
-            k = os.readv(fd, [view[got:]])
+            k = os.preadv(fd, [view[got:size]], start + got)
             if k == 0:  # shorter than it said: the size check against the manifest tells
                 break
             got += k
         return buf[:got]
     finally:
         os.close(fd)
+
+
+def _span(key: str, r: ChunkRead, where: str) -> tuple[int, int, int] | None:
+    """For an inner chunk of a shard, ``(offset, size, object size)`` in its shard object
+    from the manifest's sizes; ``None`` for a chunk stored alone.
+    """
+    k = r.plan.shard
+    if k == 1:
+        return None
+    if r.chunk >= len(r.digests):
+        raise DataCorrupted(
+            f"{key}: chunk {r.chunk} of {r.path} is in a shard, but {where} lists no size of it"
+        )
+    s = r.chunk // k
+    offset, size = shards.spans(r.digests, k, s)[r.chunk - s * k]
+    return offset, size, shards.object_size(r.digests, k, s)
+
+
+def _wrong_shard(key: str, r: ChunkRead, where: str, size: int, total: int) -> DataCorrupted:
+    s = r.chunk // r.plan.shard
+    return DataCorrupted(
+        f"{key}: shard {s} of {r.path} (holding chunk {r.chunk}) in {where} is {size} bytes, "
+        f"not the {total} the manifest committed: truncated, swapped or replaced"
+    )
 
 
 _raw = threading.local()
@@ -415,21 +463,90 @@ def _place(key: str, r: ChunkRead, buf: Any, where: str) -> None:
         out[...] = rows[a - first : b - first]
 
 
-async def _fetch_many(reads: Sequence[ChunkRead], futures: Sequence[Future[Any]]) -> None:
+async def _fetch_many(
+    reads: Sequence[ChunkRead], futures: Sequence[Future[Any]], key: str, where: str
+) -> None:
     """Fetch the chunks of ``reads`` concurrently, each into its future (one wake-up of the
     event loop for the lot, instead of one per chunk), started in turn
     (:func:`strata.storage._zarr.gather_started_in_turn`).
     """
 
-    async def one(r: ChunkRead, f: Future[Any]) -> None:
-        if not f.set_running_or_notify_cancel():
+    async def one(group: list[int]) -> None:
+        running = [i for i in group if futures[i].set_running_or_notify_cancel()]
+        if not running:
             return
         try:
-            f.set_result(await _zarr.fetch_key(r.plan.store, r.plan.chunk_key(r.chunk)))
+            bufs = await _fetch_group([reads[i] for i in group], key, where)
         except BaseException as e:  # handed to the decoding thread, which raises it
-            f.set_exception(e)
+            for i in running:
+                futures[i].set_exception(e)
+            return
+        for i, buf in zip(group, bufs, strict=True):
+            if i in running:
+                futures[i].set_result(buf)
 
-    await _zarr.gather_started_in_turn(one(r, f) for r, f in zip(reads, futures, strict=True))
+    await _zarr.gather_started_in_turn(one(g) for g in _groups(reads))
+
+
+def _same_object(a: ChunkRead, b: ChunkRead) -> bool:
+    """Whether ``b`` is the inner chunk right after ``a`` in the same shard object."""
+    k = a.plan.shard
+    return k > 1 and b.plan is a.plan and b.chunk == a.chunk + 1 and b.chunk // k == a.chunk // k
+
+
+def _groups(reads: Sequence[ChunkRead]) -> list[list[int]]:
+    """Indices of ``reads`` fetched by one request each: a chunk stored alone, or a run of
+    consecutive inner chunks of one shard.
+    """
+    out: list[list[int]] = []
+    for i, r in enumerate(reads):
+        if out and _same_object(reads[out[-1][-1]], r):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+async def _fetch_group(group: list[ChunkRead], key: str, where: str) -> list[Any]:
+    """The stored bytes of each chunk of ``group`` (one request): a chunk's object, a whole
+    shard when the run is all of it, else the byte range of the run; ``None`` if absent.
+    """
+    r0 = group[0]
+    store, okey = r0.plan.store, r0.plan.chunk_key(r0.chunk)
+    if r0.plan.shard == 1:
+        return [await _zarr.fetch_key(store, okey)]
+    first, last = _span(key, r0, where), _span(key, group[-1], where)
+    assert first is not None
+    assert last is not None
+    n_stored = len(shards.spans(r0.digests, r0.plan.shard, r0.chunk // r0.plan.shard))
+    whole = r0.chunk % r0.plan.shard == 0 and len(group) == n_stored
+    a, b = first[0], last[0] + last[1]
+    if whole:
+        buf = await _zarr.fetch_key(store, okey)
+        if buf is not None and len(buf) != first[2]:
+            raise _wrong_shard(key, r0, where, len(buf), first[2])
+    else:
+        try:
+            buf = await _zarr.fetch_range(store, okey, a, b)
+        except FileNotFoundError:
+            buf = None
+        except OSError:  # a range past a truncated object's end: the object tells which
+            buf = await _zarr.fetch_key(store, okey)
+            if buf is not None:
+                if len(buf) != first[2]:
+                    raise _wrong_shard(key, r0, where, len(buf), first[2]) from None
+                raise
+        a, b = 0, b - a
+    if buf is None:
+        return [None] * len(group)
+    raw = buf.as_numpy_array()
+    out = []
+    for r in group:
+        span = _span(key, r, where)
+        assert span is not None
+        at = span[0] - (first[0] if not whole else 0)
+        out.append(raw[at : at + span[1]])
+    return out
 
 
 def read_chunks(
@@ -461,9 +578,13 @@ def read_chunks(
             while b < min(first + window, n) and (b <= first or ends[b] <= limit):
                 futures[b] = Future()
                 b += 1
+            while 0 < b < n and _same_object(reads[b - 1], reads[b]):  # a shard in one request
+                futures[b] = Future()
+                b += 1
             if b > a:
                 state["issued"] = b
-                _zarr.submit(_fetch_many(reads[a:b], futures[a:b]))  # type: ignore[arg-type]
+                batch = futures[a:b]
+                _zarr.submit(_fetch_many(reads[a:b], batch, key, where))  # type: ignore[arg-type]
 
     def take() -> int | None:
         with lock:

@@ -28,6 +28,7 @@ from ...errors import DataCorrupted
 from ...jsonio import load_document
 from ...keys import DataKey
 from ...manifest import Digest, Manifest, Segment
+from . import shards
 from .arrays import array_meta
 
 if TYPE_CHECKING:
@@ -99,6 +100,9 @@ class _Object(NamedTuple):
     expect_size: int  # for the byte budget: the digest's size, or an estimate
     arr: Any = None
     shape: tuple[int, int] | None = None
+    inner: tuple[Digest, ...] = ()  # a shard: the digests of its stored inner chunks
+    shard: int = 1  # a shard: inner chunks per shard (its index's entries)
+    first: int = 0  # a shard: the number of its first inner chunk
 
 
 class _Budget:
@@ -143,6 +147,8 @@ def _check(obj: _Object, buf: Any) -> _Result:
         return _Result(0, f"{obj.what} is missing {where}", missing=True)
     raw = buf.as_numpy_array()
     size = int(raw.nbytes)
+    if obj.inner:
+        return _Result(size, _check_shard(obj, raw))
     # A chunk's digest is its own trailing crc32c (see _zarr.object_crc32c): a digest that
     # matches says the chunk is the one committed, and that its bytes still match that
     # checksum is checked here, with or without a digest.
@@ -168,6 +174,41 @@ def _check(obj: _Object, buf: Any) -> _Result:
     if obj.shape is not None:
         return _Result(size, _check_array_meta(obj, bytes(raw)))
     return _Result(size)
+
+
+def _check_shard(obj: _Object, raw: np.ndarray) -> str | None:
+    """A shard object against the manifest: its size, its index (what plain Zarr readers go
+    by) and every inner chunk's size and crc32c, and that each still matches its own crc32c.
+    """
+    where = f"({obj.store_key})"
+    sizes = [d.size for d in obj.inner]
+    want = sum(sizes) + shards.INDEX_ENTRY * obj.shard + 4
+    if raw.nbytes != want:
+        return (
+            f"{obj.what} is {raw.nbytes:,} bytes; the manifest's chunks and index make "
+            f"{want:,}: truncated, swapped or replaced {where}"
+        )
+    index = shards.index_bytes(sizes, obj.shard)
+    if bytes(raw[raw.nbytes - len(index) :]) != index:
+        return (
+            f"{obj.what} has an index other than the manifest's chunk sizes make: Zarr readers "
+            f"would read other bytes {where}"
+        )
+    at = 0
+    for i, d in enumerate(obj.inner):
+        part = raw[at : at + d.size]
+        at += d.size
+        chunk = f"chunk {obj.first + i} (in {obj.what})"
+        if _zarr.object_crc32c(part, True) != d.crc32c:
+            own = "its own crc32c holds" if _own_crc32c_ok(part) else "it fails its own crc32c"
+            return (
+                f"{chunk} is not the chunk the manifest committed (crc32c "
+                f"{_zarr.object_crc32c(part, True) & 0xFFFFFFFF:08x}, the manifest says "
+                f"{d.crc32c:08x}; {own}) {where}"
+            )
+        if not _own_crc32c_ok(part):
+            return f"{chunk} fails its own crc32c: damaged {where}"
+    return None
 
 
 def _check_array_meta(obj: _Object, raw: bytes) -> str | None:
@@ -224,6 +265,23 @@ def _segment_objects(
                 f"{seg.name}; its {seg.rows:,} rows in chunks of {seg.chunk_rows[f]:,} make {n}"
             )
         raw_chunk = seg.chunk_rows[f] * dtype[f].itemsize + 4
+        k = seg.shard(f)
+        if k > 1:
+            for j in range(seg.n_objects(f)):
+                inner = tuple(digests[j * k : (j + 1) * k])
+                out.append(
+                    _Object(
+                        f"shard {j} of array {f!r} in segment {seg.name}",
+                        f"{path}/{_zarr.chunk_key(arr, j)}",
+                        None,
+                        shards.object_size(digests, k, j),
+                        arr=arr,
+                        inner=inner,
+                        shard=k,
+                        first=j * k,
+                    )
+                )
+            continue
         for i in range(n):
             d = digests[i] if i < len(digests) else None
             out.append(

@@ -36,6 +36,7 @@ from .arrays import attempt_attributes, chunk_bounds, consolidated, segment_arra
 from .dtypes import is_mapped, to_storage
 from .encode import ChunkEncoder, encoder_for
 from .pending import MIN_BYTES_IN_FLIGHT, PendingWrites, write_concurrency
+from .shards import index_bytes, shard_chunks_for, shardable
 
 if TYPE_CHECKING:
     from .backend import ZarrBackend
@@ -172,8 +173,15 @@ class ZarrSaver(Saver):
         gpath = self.backend.layout.segment_prefix(self.backend_key, self.attempt, name)
         names = list(self.dtype.names or ())
         chunk_rows = {f: self._chunk_rows(self.dtype[f].itemsize, len(data)) for f in names}
-        shape = Segment(name, len(data), chunk_rows)
         encoders = self._encoders()
+        shard_chunks = {}  # several chunks of a field: stored in shards (see .shards)
+        for f in names:
+            n = math.ceil(len(data) / chunk_rows[f])
+            target = self.backend.shard_target_bytes
+            k = shard_chunks_for(n, chunk_rows[f] * self.dtype[f].itemsize, target)
+            if target and k > 1 and encoders[f] is not None and shardable(self.templates[f]):
+                shard_chunks[f] = k
+        shape = Segment(name, len(data), chunk_rows, shard_chunks=shard_chunks)
         lease = self._start_lease()
         self._clear_rerun_leftovers(name)
 
@@ -205,13 +213,27 @@ class ZarrSaver(Saver):
                 col = to_storage(np.ascontiguousarray(col), self.dtype[f].base)
             enc = encoders[f]
             digests = []
-            for i, (a, b) in enumerate(chunk_bounds(0, len(col), chunk_rows[f])):
+            k = shape.shard(f)
+            bounds = chunk_bounds(0, len(col), chunk_rows[f])
+            inner: list[bytes] = []  # the stored bytes of the shard's chunks so far
+            for i, (a, b) in enumerate(bounds):
                 if enc is not None:
                     parts: tuple[bytes, ...] = enc.encode_parts(col[a:b], chunk_rows[f])
                 else:
                     buf = _zarr.run(_zarr.encode_chunk(arr, i, np.ascontiguousarray(col[a:b])))
                     parts = (buf.to_bytes(),)
-                objects.append((f"{path}/{_zarr.chunk_key(arr, i)}", parts))
+                # the recorded crc32c of a chunk is its trailing checksum (_zarr.object_crc32c)
+                digests.append(
+                    Digest(sum(len(p) for p in parts), int.from_bytes(parts[-1][-4:], "little"))
+                )
+                if k > 1:
+                    inner.extend(parts)
+                    if (i + 1) % k and i + 1 < len(bounds):
+                        continue
+                    sizes = [d.size for d in digests[i // k * k :]]
+                    parts = (*inner, index_bytes(sizes, k))
+                    inner = []
+                objects.append((f"{path}/{_zarr.chunk_key(arr, i // k)}", parts))
                 if not self._defer_writes:
                     held += sum(len(q) for q in parts)
                     if held >= self.chunk_target_bytes:
@@ -219,17 +241,13 @@ class ZarrSaver(Saver):
                         # partition and about one chunk of encoded bytes, not a segment's
                         self._flush(store, objects, lease, renew=first)
                         objects, held, first = [], 0, False
-                # the recorded crc32c of a chunk is its trailing checksum (_zarr.object_crc32c)
-                digests.append(
-                    Digest(sum(len(p) for p in parts), int.from_bytes(parts[-1][-4:], "little"))
-                )
             chunks[f] = digests
 
         # The lease marks the attempt as not committed: this copy of the saver writes it
         # before its first data (a save killed at once leaves the marker too), then renews
         # it with every segment, alongside the segment's objects.
         self._flush(store, objects, lease, renew=first)
-        return Segment(name, len(data), chunk_rows, chunks, metadata)
+        return Segment(name, len(data), chunk_rows, chunks, metadata, shard_chunks)
 
     def _flush(
         self, store: Any, objects: list[tuple[str, tuple[bytes, ...]]], lease: Any, renew: bool
@@ -425,10 +443,11 @@ class ZarrSaver(Saver):
                         segment_array_meta(self.templates, seg, f, self.dtype)
                     )
                     arr = arrays[f] = _zarr.writable_array(store, path, meta)
-                for i in range(len(chunk_bounds(0, seg.rows, seg.chunk_rows[f]))):
-                    out[f"{path}/{_zarr.chunk_key(arr, i)}"] = (
-                        f"segment {seg.name} array {f} chunk {i}"
-                    )
+                k = seg.shard(f)
+                for i in range(seg.n_objects(f)):
+                    what = f"chunk {i}" if k == 1 else f"shard {i} (chunks {i * k}-{i * k + k - 1})"
+                    key = f"{path}/{_zarr.chunk_key(arr, i)}"
+                    out[key] = f"segment {seg.name} array {f} {what}"
         return out
 
     def _check_objects_exist(self, expected: dict[str, str], present: set[str]) -> None:
