@@ -109,6 +109,8 @@ def test_layout_manifest_and_index(stored):
     parts, entries = shard_parts(last)
     assert (len(parts), entries) == (3, 4)
     doc = json.loads((_array_dir(fe, root, "s000000", "data") / "zarr.json").read_bytes())
+    commit = json.loads(_manifest(root).read_bytes())  # what plain readers open
+    assert commit["consolidated_metadata"]["metadata"][f"{m.attempt}/s000000/data"] == doc
     (codec,) = doc["codecs"]
     assert codec["name"] == "sharding_indexed"
     assert codec["configuration"]["chunk_shape"] == [seg.chunk_rows["data"], 110]
