@@ -49,9 +49,22 @@ READER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("compressor", ["blosc", "zstd", "lz4", "blosc-lz4", "none"])
-def test_tensorstore_reads_every_committed_array_bit_exact(tmp_path, compressor):
-    fe = DirectoryFrontend(str(tmp_path / "s"), chunk_target_mb=0.002, compressor=compressor)
+@pytest.mark.parametrize(
+    ("compressor", "shard_mb"),
+    [
+        ("blosc", 64),  # several chunks a segment: one shard per array
+        ("blosc", 0.007),  # several shards per array, the last with empty index entries
+        ("blosc", 0),  # one object per chunk
+        ("zstd", 64),  # a chain strata does not shard
+        ("lz4", 64),
+        ("blosc-lz4", 64),
+        ("none", 0.007),
+    ],
+)
+def test_tensorstore_reads_every_committed_array_bit_exact(tmp_path, compressor, shard_mb):
+    fe = DirectoryFrontend(
+        str(tmp_path / "s"), chunk_target_mb=0.002, compressor=compressor, shard_target_mb=shard_mb
+    )
     expected = tmp_path / "expected"
     expected.mkdir()
     kinds = DataKey("run_1", "kinds", lineage("kinds"))
@@ -63,6 +76,8 @@ def test_tensorstore_reads_every_committed_array_bit_exact(tmp_path, compressor)
     n_arrays = 0
     for key, dtype, parts, intervals in saves:
         m = fe.saver(key, dtype).save(parts, intervals).compute()
+        sharded = {f: seg.shard(f) for seg in m.segments for f in seg.shard_chunks}
+        assert bool(sharded) == (shard_mb > 0 and compressor != "zstd"), sharded
         data = np.concatenate(parts)
         offset = 0
         for seg in m.segments:
