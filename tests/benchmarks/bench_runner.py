@@ -65,9 +65,10 @@ class BenchConfig:
     workdir
         Where input, stored data and results go (default: a new temporary directory,
         removed afterwards unless ``keep``).
-    compressor, chunk_target_mb
-        strata's compressor preset and chunk size (``None``: strata's defaults); the raw Zarr
-        and Icechunk peers use the same codecs and chunk shapes.
+    compressor, chunk_target_mb, shard_target_mb
+        strata's compressor preset, chunk size and shard size (``None``: strata's defaults;
+        shards ``0``: one object per chunk); the raw Zarr and Icechunk peers use the same codecs
+        and chunk shapes, unsharded.
     strax_compressors
         strax compressors to measure (``bz2`` is slow: not by default).
     strax_workers
@@ -97,6 +98,7 @@ class BenchConfig:
     workdir: str | None = None
     compressor: str | None = None
     chunk_target_mb: float | None = None
+    shard_target_mb: float | None = None
     strax_compressors: tuple[str, ...] = ("blosc", "zstd", "lz4")
     strax_workers: tuple[int, ...] = (1,)
     stream_partitions: int = 10
@@ -172,8 +174,11 @@ def _strata_setting(cfg: BenchConfig) -> str:
     from strata.storage.codecs import DEFAULT_PRESET
 
     comp = cfg.compressor or DEFAULT_PRESET
-    chunk = cfg.chunk_target_mb
-    return comp if chunk is None else f"{comp}, {chunk:g} MiB chunks"
+    chunk, shard = cfg.chunk_target_mb, cfg.shard_target_mb
+    out = comp if chunk is None else f"{comp}, {chunk:g} MiB chunks"
+    if shard is not None:
+        out += ", no shards" if shard == 0 else f", {shard:g} MiB shards"
+    return out
 
 
 def case_list(cfg: BenchConfig, workdir: Path) -> list[Case]:
@@ -185,6 +190,7 @@ def case_list(cfg: BenchConfig, workdir: Path) -> list[Case]:
         "seed": cfg.seed,
         "compressor": cfg.compressor,
         "chunk_target_mb": cfg.chunk_target_mb,
+        "shard_target_mb": cfg.shard_target_mb,
         "stream_partitions": cfg.stream_partitions,
     }
     setting = _strata_setting(cfg)
@@ -507,6 +513,7 @@ def main(
     keep: bool = False,
     compressor: str | None = None,
     chunk_target_mb: float | None = None,
+    shard_target_mb: float | None = None,
     strax_compressors: str | Sequence[str] | None = None,
     strax_workers: str | Sequence[int] = "1",
     stream_partitions: int | None = None,
@@ -541,6 +548,7 @@ def main(
         workdir=workdir,
         compressor=compressor,
         chunk_target_mb=chunk_target_mb,
+        shard_target_mb=shard_target_mb,
         strax_compressors=_names(pick("strax_compressors", strax_compressors)),
         strax_workers=tuple(int(w) for w in _names(strax_workers)),
         stream_partitions=pick("stream_partitions", stream_partitions),

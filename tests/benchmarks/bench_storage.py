@@ -52,6 +52,9 @@ from bench_runner import main as bench_main
 @click.option("--compressor", default=None, help="strata's preset (default: strata's default).")
 @click.option("--chunk-target-mb", type=float, default=None, help="strata's chunk size.")
 @click.option(
+    "--shard-target-mb", type=float, default=None, help="strata's shard size (0: no shards)."
+)
+@click.option(
     "--strax-compressors",
     default=None,
     help="strax compressors to measure (default blosc,zstd,lz4; --quick: blosc).",

@@ -434,6 +434,8 @@ def _strata_context(spec: dict[str, Any], root: str, n_partitions: int) -> Any:
         kwargs["compressor"] = spec["compressor"]
     if spec.get("chunk_target_mb") is not None:
         kwargs["chunk_target_mb"] = spec["chunk_target_mb"]
+    if spec.get("shard_target_mb") is not None:
+        kwargs["shard_target_mb"] = spec["shard_target_mb"]
     if _is_s3(spec):
         kwargs["storage_options"] = _s3_options(spec, strata=True)
     fe = DirectoryFrontend(root, **kwargs)
@@ -590,6 +592,8 @@ def _strata_backend(spec: dict[str, Any]) -> Any:
         kwargs["compressor"] = spec["compressor"]
     if spec.get("chunk_target_mb") is not None:
         kwargs["chunk_target_mb"] = spec["chunk_target_mb"]
+    if spec.get("shard_target_mb") is not None:
+        kwargs["shard_target_mb"] = spec["shard_target_mb"]
     return ZarrBackend(str(Path(spec["workdir"]) / "unused"), **kwargs)
 
 
