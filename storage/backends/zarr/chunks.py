@@ -331,8 +331,30 @@ def _span(key: str, r: ChunkRead, where: str) -> tuple[int, int, int] | None:
             f"{key}: chunk {r.chunk} of {r.path} is in a shard, but {where} lists no size of it"
         )
     s = r.chunk // k
-    offset, size = shards.spans(r.digests, k, s)[r.chunk - s * k]
-    return offset, size, shards.object_size(r.digests, k, s)
+    ends = _ends(r.digests)  # once per manifest column: every span below is O(1)
+    first, last = s * k, min((s + 1) * k, len(r.digests))
+    base = int(ends[first - 1]) if first else 0
+    start = int(ends[r.chunk - 1]) - base if r.chunk > first else 0
+    total = int(ends[last - 1]) - base + shards.INDEX_ENTRY * k + 4
+    return start, r.digests[r.chunk].size, total
+
+
+_ENDS: dict[int, tuple[tuple[Digest, ...], np.ndarray]] = {}
+_ENDS_LOCK = threading.Lock()
+
+
+def _ends(digests: tuple[Digest, ...]) -> np.ndarray:
+    """Cumulative stored sizes of ``digests`` (kept per digests object, which it holds)."""
+    with _ENDS_LOCK:
+        hit = _ENDS.get(id(digests))
+    if hit is not None and hit[0] is digests:
+        return hit[1]
+    ends = np.cumsum(np.fromiter((d.size for d in digests), np.int64, len(digests)))
+    with _ENDS_LOCK:
+        if len(_ENDS) >= _PLANS_MAX:
+            _ENDS.clear()
+        _ENDS[id(digests)] = (digests, ends)
+    return ends
 
 
 def _wrong_shard(key: str, r: ChunkRead, where: str, size: int, total: int) -> DataCorrupted:
@@ -518,8 +540,9 @@ async def _fetch_group(group: list[ChunkRead], key: str, where: str) -> list[Any
     first, last = _span(key, r0, where), _span(key, group[-1], where)
     assert first is not None
     assert last is not None
-    n_stored = len(shards.spans(r0.digests, r0.plan.shard, r0.chunk // r0.plan.shard))
-    whole = r0.chunk % r0.plan.shard == 0 and len(group) == n_stored
+    k = r0.plan.shard
+    n_stored = min(k, len(r0.digests) - r0.chunk // k * k)  # beyond the rows: none stored
+    whole = r0.chunk % k == 0 and len(group) == n_stored
     a, b = first[0], last[0] + last[1]
     if whole:
         buf = await _zarr.fetch_key(store, okey)

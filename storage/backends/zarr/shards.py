@@ -39,7 +39,6 @@ __all__ = [
     "shard_chunks_for",
     "shardable",
     "sharded_meta",
-    "spans",
 ]
 
 SHARD_TARGET_BYTES = 64 * 2**20
@@ -142,15 +141,6 @@ def inner_of(meta: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
         "codecs": cfg.get("codecs"),
     }
     return doc, outer[0] // inner[0]
-
-
-def spans(digests: Sequence[Digest], shard: int, index: int) -> list[tuple[int, int]]:
-    """``(offset, size)`` in its shard object of each stored inner chunk of shard ``index``."""
-    out, at = [], 0
-    for d in digests[index * shard : (index + 1) * shard]:
-        out.append((at, d.size))
-        at += d.size
-    return out
 
 
 def object_size(digests: Sequence[Digest], shard: int, index: int) -> int:
