@@ -406,3 +406,38 @@ def test_s3_shards_read_exactly_and_damage_is_named(s3_url, s3_options):
             read()
         assert str(KEY) in str(e.value)
         assert "shard 0" in str(e.value) or "chunk " in str(e.value)
+
+
+def test_a_range_past_a_truncated_shards_end_is_named(monkeypatch):
+    """Real S3 answers a range that starts past an object's end with 416 (an error, where
+    moto and local files return fewer bytes): the reader then looks at the whole object and
+    names the truncated shard, never reports the 416 as a network failure."""
+    import uuid
+
+    import fsspec
+
+    url = f"memory://shards-{uuid.uuid4().hex}"
+    fe = DirectoryFrontend(url, chunk_target_mb=CHUNK_MB, shard_target_mb=SHARD_MB)
+    _save(fe)
+    store = fe.backend.store
+    real_get = store.get
+
+    async def get(key, prototype, byte_range=None):  # the store as S3 behaves
+        buf = await real_get(key, prototype)
+        if byte_range is not None and buf is not None and byte_range.start >= len(buf):
+            raise OSError(f"InvalidRange: bytes {byte_range.start}- of {len(buf)} ({key})")
+        return await real_get(key, prototype, byte_range=byte_range)
+
+    monkeypatch.setattr(store, "get", get)
+    t0, t1 = _range(fe)
+    want = fe.loader(KEY, time_range=(t0, t1)).to_numpy()  # intact: the ranges read fine
+    assert len(want) == 480
+    fs = fsspec.filesystem("memory")
+    m = fe.get_metadata(KEY)
+    key_dir = f"{url[len('memory://') :]}/data/{KEY.run_id}/{KEY.data_type}-{KEY.lineage_hash}"
+    shard = f"/{key_dir}/{m.attempt}/s000000/data/c/0/0"
+    fs.pipe_file(shard, fs.cat_file(shard)[:100])
+    with pytest.raises(DataCorrupted, match=r"shard 0 .* truncated, swapped or replaced"):
+        fe.loader(KEY, time_range=(t0, t1)).to_numpy()
+    with pytest.raises(DataCorrupted, match="shard 0"):
+        fe.loader(KEY).fields["data"].compute()  # one range per inner chunk
