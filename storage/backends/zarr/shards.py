@@ -33,16 +33,12 @@ from ...manifest import Digest
 __all__ = [
     "EMPTY",
     "INDEX_CODECS",
-    "SHARD_TARGET_BYTES",
     "index_bytes",
     "object_size",
     "shard_chunks_for",
     "shardable",
     "sharded_meta",
 ]
-
-SHARD_TARGET_BYTES = 64 * 2**20
-"""Decoded bytes of one shard, at most about (a whole number of chunks)."""
 
 EMPTY = 2**64 - 1
 """The index entry (offset and size) of an inner chunk that is not stored."""
@@ -70,12 +66,13 @@ def shardable(template: dict[str, Any]) -> bool:
     return bool(endian == "little" and not template.get("storage_transformers"))
 
 
-def shard_chunks_for(n_chunks: int, chunk_nbytes: int, target: int = SHARD_TARGET_BYTES) -> int:
+def shard_chunks_for(n_chunks: int, chunk_nbytes: int, target: int) -> int:
     """Chunks per shard for an array of ``n_chunks`` chunks of ``chunk_nbytes`` decoded bytes:
-    1 (no shards) for a single chunk, else shards of at most about ``target`` bytes, of equal
-    chunk counts (20 chunks of a 16-chunk target make two shards of 10).
+    1 (no shards) for a single chunk or a ``target`` of 0, else shards of at most about
+    ``target`` bytes (the backend's ``shard_target_mb``), of equal chunk counts (20 chunks of
+    a 16-chunk target make two shards of 10).
     """
-    if n_chunks <= 1:
+    if n_chunks <= 1 or target <= 0:
         return 1
     per = max(1, target // max(1, chunk_nbytes))
     shards = math.ceil(n_chunks / per)

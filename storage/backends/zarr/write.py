@@ -179,7 +179,7 @@ class ZarrSaver(Saver):
             n = math.ceil(len(data) / chunk_rows[f])
             target = self.backend.shard_target_bytes
             k = shard_chunks_for(n, chunk_rows[f] * self.dtype[f].itemsize, target)
-            if target and k > 1 and encoders[f] is not None and shardable(self.templates[f]):
+            if k > 1 and encoders[f] is not None and shardable(self.templates[f]):
                 shard_chunks[f] = k
         shape = Segment(name, len(data), chunk_rows, shard_chunks=shard_chunks)
         lease = self._start_lease()
