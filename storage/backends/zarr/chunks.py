@@ -559,7 +559,6 @@ async def _fetch_group(group: list[ChunkRead], key: str, where: str) -> list[Any
                 if len(buf) != first[2]:
                     raise _wrong_shard(key, r0, where, len(buf), first[2]) from None
                 raise
-        a, b = 0, b - a
     if buf is None:
         return [None] * len(group)
     raw = buf.as_numpy_array()
@@ -606,8 +605,7 @@ def read_chunks(
                 b += 1
             if b > a:
                 state["issued"] = b
-                batch = futures[a:b]
-                _zarr.submit(_fetch_many(reads[a:b], batch, key, where))  # type: ignore[arg-type]
+                _zarr.submit(_fetch_many(reads[a:b], futures[a:b], key, where))  # type: ignore[arg-type]
 
     def take() -> int | None:
         with lock:

@@ -182,7 +182,7 @@ def _check_shard(obj: _Object, raw: np.ndarray) -> str | None:
     """
     where = f"({obj.store_key})"
     sizes = [d.size for d in obj.inner]
-    want = sum(sizes) + shards.INDEX_ENTRY * obj.shard + 4
+    want = obj.expect_size  # exactly: shards.object_size of the manifest's sizes
     if raw.nbytes != want:
         return (
             f"{obj.what} is {raw.nbytes:,} bytes; the manifest's chunks and index make "
