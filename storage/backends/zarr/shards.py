@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from ... import _zarr
-from ...manifest import Digest
+from ...manifest import SHARDED_CODECS, Digest
 
 __all__ = [
     "EMPTY",
     "INDEX_CODECS",
     "index_bytes",
+    "inner_of",
     "object_size",
     "shard_chunks_for",
     "shardable",
@@ -60,7 +61,7 @@ def shardable(template: dict[str, Any]) -> bool:
     """
     codecs = template.get("codecs") or []
     names = [c.get("name") if isinstance(c, dict) else None for c in codecs]
-    if names not in (["bytes", "crc32c"], ["bytes", "blosc", "crc32c"]):
+    if names not in SHARDED_CODECS:  # the one rule, also what a manifest may claim
         return False
     endian = (codecs[0].get("configuration") or {}).get("endian", "little")
     return bool(endian == "little" and not template.get("storage_transformers"))
