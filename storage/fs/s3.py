@@ -41,6 +41,7 @@ from ..errors import (
     StorageUnreachable,
 )
 from .redaction import redact_url
+from .s3_store import check_chunk_store, s3_chunk_store
 from .transport import Transport
 
 # StrataS3FileSystem is a module attribute too, built on first use (see __getattr__)
@@ -237,11 +238,27 @@ class S3Transport(Transport):
                 f"an S3 URL needs a bucket: s3://bucket[/prefix], got {redact_url(url)!r}"
             )
         opts = {**S3_DEFAULTS, **options}
+        check_chunk_store(opts.pop("chunk_store", "auto"))
         retries = int(opts.pop("retries", S3_RETRIES))
         opts["config_kwargs"] = {**S3_CONFIG_DEFAULTS, **(opts.get("config_kwargs") or {})}
         fs = _s3_class()(skip_instance_cache=True, asynchronous=asynchronous, **opts)
         fs.retries = max(1, retries)
         return fs, root
+
+    def zarr_store(self, url: str, options: dict[str, Any]) -> Any:
+        """The chunk store of ``url``: obstore's S3 client where the options map to it, else
+        an ``FsspecStore`` over :class:`StrataS3FileSystem` (see :mod:`.s3_store`).
+        """
+        fs, root = self.open(url, options, True)
+        opts = {**S3_DEFAULTS, **options}
+        opts["config_kwargs"] = {**S3_CONFIG_DEFAULTS, **(opts.get("config_kwargs") or {})}
+        bucket, _, prefix = root.partition("/")
+        store = s3_chunk_store(url, bucket, prefix, opts)
+        if store is not None:
+            return store
+        from zarr.storage import FsspecStore
+
+        return FsspecStore(fs, path=root)
 
     def exclusive_write(self, fs: Any, path: str, data: bytes) -> None:
         """``PutObject`` with ``If-None-Match: *``: the server refuses to replace an object.
