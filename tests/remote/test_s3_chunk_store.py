@@ -127,7 +127,7 @@ def test_each_store_reads_what_the_other_wrote(s3_url, s3_options, writer, reade
     assert r.backend.verify(r.find(KEY).backend_key).problems == []
 
 
-def test_a_missing_object_is_none_and_an_existing_one_is_not_replaced(s3_url, s3_options):
+def test_a_missing_object_is_none_and_ranges_listings_deletes_work(s3_url, s3_options):
     store = ZarrBackend(s3_url, storage_options=s3_options).store
     assert isinstance(store, S3ChunkStore)
     assert _zarr.run(_zarr.fetch_key(store, "nothing/here")) is None
