@@ -29,10 +29,11 @@ the URL redacted.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 from ..errors import (
@@ -211,6 +212,18 @@ def _translate(e: BaseException, what: str) -> BaseException | None:
     return None
 
 
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Raise obstore's failures of ``what`` as strata's errors (see :func:`_translate`)."""
+    try:
+        yield
+    except Exception as e:
+        new = _translate(e, what)
+        if new is None:
+            raise
+        raise new from e
+
+
 @functools.cache
 def _store_class() -> type:
     try:
@@ -247,40 +260,20 @@ def _store_class() -> type:
             return f"{self._url.rstrip('/')}/{key}"
 
         async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
-            try:
+            with _translated(self._where(key)):
                 return await super().get(key, *args, **kwargs)
-            except Exception as e:
-                new = _translate(e, self._where(key))
-                if new is None:
-                    raise
-                raise new from e
 
         async def set(self, key: str, value: Any) -> None:
-            try:
+            with _translated(self._where(key)):
                 await super().set(key, value)
-            except Exception as e:
-                new = _translate(e, self._where(key))
-                if new is None:
-                    raise
-                raise new from e
 
         async def delete(self, key: str) -> None:
-            try:
+            with _translated(self._where(key)):
                 await super().delete(key)
-            except Exception as e:
-                new = _translate(e, self._where(key))
-                if new is None:
-                    raise
-                raise new from e
 
         async def exists(self, key: str) -> bool:
-            try:
+            with _translated(self._where(key)):
                 return bool(await super().exists(key))
-            except Exception as e:
-                new = _translate(e, self._where(key))
-                if new is None:
-                    raise
-                raise new from e
 
         def list_prefix(self, prefix: str) -> AsyncGenerator[str, None]:
             return self._listed(super().list_prefix(prefix), prefix)
@@ -294,14 +287,9 @@ def _store_class() -> type:
         async def _listed(
             self, it: AsyncGenerator[str, None], prefix: str
         ) -> AsyncGenerator[str, None]:
-            try:
+            with _translated(f"listing {self._where(prefix)}"):
                 async for k in it:
                     yield k
-            except Exception as e:
-                new = _translate(e, f"listing {self._where(prefix)}")
-                if new is None:
-                    raise
-                raise new from e
 
     S3ChunkStore.__module__ = __name__
     S3ChunkStore.__qualname__ = "S3ChunkStore"
