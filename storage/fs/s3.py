@@ -220,6 +220,21 @@ def _s3_class() -> type:
     return StrataS3FileSystem
 
 
+def _root(url: str) -> str:
+    """``bucket/prefix`` of an ``s3://`` URL (``ValueError`` if it names no bucket)."""
+    root = url.split("://", 1)[1].strip("/")
+    if not root or root.split("/", 1)[0] in ("", ".", ".."):
+        raise ValueError(f"an S3 URL needs a bucket: s3://bucket[/prefix], got {redact_url(url)!r}")
+    return root
+
+
+def _with_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` over strata's s3fs and botocore defaults."""
+    opts = {**S3_DEFAULTS, **options}
+    opts["config_kwargs"] = {**S3_CONFIG_DEFAULTS, **(opts.get("config_kwargs") or {})}
+    return opts
+
+
 class S3Transport(Transport):
     """S3 through :class:`StrataS3FileSystem`; commits with ``If-None-Match: *``."""
 
@@ -232,15 +247,10 @@ class S3Transport(Transport):
 
     def open(self, url: str, options: dict[str, Any], asynchronous: bool) -> tuple[Any, str]:
         """A new :class:`StrataS3FileSystem` (no instance cache) and ``bucket/prefix``."""
-        root = url.split("://", 1)[1].strip("/")
-        if not root or root.split("/", 1)[0] in ("", ".", ".."):
-            raise ValueError(
-                f"an S3 URL needs a bucket: s3://bucket[/prefix], got {redact_url(url)!r}"
-            )
-        opts = {**S3_DEFAULTS, **options}
+        root = _root(url)
+        opts = _with_defaults(options)
         check_chunk_store(opts.pop("chunk_store", "auto"))
         retries = int(opts.pop("retries", S3_RETRIES))
-        opts["config_kwargs"] = {**S3_CONFIG_DEFAULTS, **(opts.get("config_kwargs") or {})}
         fs = _s3_class()(skip_instance_cache=True, asynchronous=asynchronous, **opts)
         fs.retries = max(1, retries)
         return fs, root
@@ -249,16 +259,11 @@ class S3Transport(Transport):
         """The chunk store of ``url``: obstore's S3 client where the options map to it, else
         an ``FsspecStore`` over :class:`StrataS3FileSystem` (see :mod:`.s3_store`).
         """
-        fs, root = self.open(url, options, True)
-        opts = {**S3_DEFAULTS, **options}
-        opts["config_kwargs"] = {**S3_CONFIG_DEFAULTS, **(opts.get("config_kwargs") or {})}
-        bucket, _, prefix = root.partition("/")
-        store = s3_chunk_store(url, bucket, prefix, opts)
+        bucket, _, prefix = _root(url).partition("/")
+        store = s3_chunk_store(url, bucket, prefix, _with_defaults(options))
         if store is not None:
             return store
-        from zarr.storage import FsspecStore
-
-        return FsspecStore(fs, path=root)
+        return super().zarr_store(url, options)
 
     def exclusive_write(self, fs: Any, path: str, data: bytes) -> None:
         """``PutObject`` with ``If-None-Match: *``: the server refuses to replace an object.
