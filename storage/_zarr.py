@@ -29,6 +29,7 @@ __all__ = [
     "ChecksumMismatch",
     "async_array",
     "chunk_key",
+    "chunk_key_of",
     "fetch_range",
     "clear_array_cache",
     "crc32c",
@@ -39,6 +40,7 @@ __all__ = [
     "group_metadata",
     "has_crc32c",
     "metadata_buffers",
+    "document_bytes",
     "node_document",
     "metadata_from_dict",
     "object_crc32c",
@@ -150,7 +152,13 @@ def clear_array_cache(store: Any = None) -> None:
 
 def chunk_key(arr: Any, index: int) -> str:
     """The store key (below the array) of chunk ``index`` along the first axis."""
-    md = arr.metadata
+    return chunk_key_of(arr.metadata, index)
+
+
+def chunk_key_of(md: Any, index: int) -> str:
+    """The store key (below the array) of chunk ``index`` along the first axis of an array of
+    metadata ``md``.
+    """
     coords = (index, *[0] * (len(md.shape) - 1))
     return str(md.encode_chunk_key(coords))
 
@@ -222,6 +230,13 @@ def metadata_buffers(meta: Any) -> dict[str, Any]:
     from zarr.core.buffer import default_buffer_prototype
 
     return dict(meta.to_buffer_dict(default_buffer_prototype()))
+
+
+def document_bytes(doc: dict[str, Any]) -> bytes:
+    """The bytes zarr writes for a normalised ``zarr.json`` document (:func:`node_document`)."""
+    import zarr
+
+    return json.dumps(doc, allow_nan=True, indent=zarr.config.get("json_indent")).encode()
 
 
 def node_document(meta: Any) -> dict[str, Any]:

@@ -86,7 +86,8 @@ def check_partition(
         raise ValueError(f"{where}: partition must be one-dimensional, got shape {data.shape}")
     if len(data) == 0:
         return data
-    t = data["time"]
+    # one strided pass over the records per field read; the rest works on contiguous copies
+    t = data["time"].astype(np.int64)
     if len(t) > 1 and np.any(t[1:] < t[:-1]):
         i = int(np.argmax(t[1:] < t[:-1]))
         raise ValueError(f"{where}: times are not sorted (row {i + 1}: {t[i + 1]} < {t[i]})")
@@ -94,7 +95,17 @@ def check_partition(
         raise ValueError(
             f"{where}: record at time {t[0]} starts before the partition start {start}"
         )
-    et = endtime(data)
+    names = data.dtype.names or ()
+    if "endtime" in names:
+        et = data["endtime"].astype(np.int64)
+    elif "length" in names and "dt" in names:
+        et = data["length"].astype(np.int64)
+        et *= data["dt"]
+        et += t
+    else:
+        et = t
+    if et.max() <= end:
+        return data
     bad = np.flatnonzero(et > end)
     if len(bad):
         raise ValueError(

@@ -10,11 +10,12 @@ import pytest
 import zarr
 
 from strata.storage import DataKey, DirectoryFrontend, _zarr
-from strata.storage.backends.zarr.arrays import array_templates
+from strata.storage.backends.zarr.arrays import SegmentDocuments, array_templates
 from strata.storage.backends.zarr.encode import encoder_for
 from strata.storage.backends.zarr.pending import PendingWrites
-from strata.storage.codecs import compressors
+from strata.storage.codecs import PRESETS, compressors
 from strata.storage.commit import AttemptMissing
+from strata.storage.manifest import Segment
 from tests.helpers import STRAX_DTYPE, lineage, make_run
 
 KEY = DataKey("run_1", "records", lineage("records", threshold=14))
@@ -69,6 +70,46 @@ def test_encoder_writes_the_bytes_zarr_writes(preset, rows):
             col = to_storage(np.ascontiguousarray(col), FIELD_DTYPE[f].base)
         ours = enc.encode(col, 50)
         assert ours == _zarr_bytes(templates[f], col, 50), (preset, f)
+
+
+@pytest.mark.parametrize(
+    "preset", [p.replace("-N", "-5") for p in PRESETS] + [zarr.codecs.GzipCodec(level=1)], ids=str
+)
+def test_segment_documents_are_what_zarr_writes(preset):
+    """The documents a save writes (zarr normalises one per field, the numbers of shape and
+    chunks go in) are byte for byte what zarr writes for each segment's metadata, sharded or
+    not, and name the chunk keys zarr would use.
+    """
+    from strata.storage.backends.zarr.arrays import _with_shape, stored_shape
+
+    templates = array_templates(FIELD_DTYPE, [*compressors(preset), zarr.codecs.Crc32cCodec()])
+    docs = SegmentDocuments(templates, FIELD_DTYPE)
+    names = list(FIELD_DTYPE.names or ())
+    for rows, chunk_rows, shard in [
+        (0, 1, 1),
+        (1, 1, 1),
+        (37, 10, 1),
+        (9360, 9360, 7),
+        (65_520, 9360, 7),
+        (100, 7, 3),
+    ]:
+        seg = Segment(
+            "s000001",
+            rows,
+            dict.fromkeys(names, chunk_rows),
+            shard_chunks=dict.fromkeys(names, shard) if shard > 1 else {},
+        )
+        for f in names:
+            tpl = templates[f]
+            meta = _zarr.metadata_from_dict(
+                _with_shape(tpl, rows, chunk_rows, stored_shape(tpl, FIELD_DTYPE[f]), shard)
+            )
+            want = _zarr.metadata_buffers(meta)["zarr.json"].to_bytes()
+            assert docs.document_bytes(seg, f) == want, (preset, f, rows, chunk_rows, shard)
+            for i in (0, 1, 12):
+                assert docs.chunk_key(f, i) == str(
+                    meta.encode_chunk_key((i, *[0] * (len(meta.shape) - 1)))
+                )
 
 
 def test_encoder_leaves_other_chains_to_zarr():
@@ -152,3 +193,17 @@ def test_prechecked_saver_still_refuses_another_dtype(tmp_path):
     with pytest.raises(ValueError, match="dtype"):
         saver.save([wrong], intervals).compute()
     assert not fe.is_stored(KEY)
+
+
+def test_backend_templates_are_made_once_and_handed_out_as_copies(tmp_path):
+    backend = DirectoryFrontend(str(tmp_path)).backend
+    first = backend.array_templates(FIELD_DTYPE)
+    assert first == array_templates(FIELD_DTYPE, backend.compressors)
+    first["time"]["fill_value"] = 99  # a caller's change stays its own
+    again = backend.array_templates(FIELD_DTYPE)
+    assert again["time"]["fill_value"] == 0
+    described = backend.array_templates(FIELD_DTYPE, descriptions={"time": "ns since epoch"})
+    assert described["time"]["attributes"]["description"] == "ns since epoch"
+    assert "description" not in backend.array_templates(FIELD_DTYPE)["time"]["attributes"]
+    other = DirectoryFrontend(str(tmp_path / "z"), compressor="zstd").backend
+    assert other.array_templates(FIELD_DTYPE)["time"]["codecs"] != again["time"]["codecs"]

@@ -33,6 +33,7 @@ from ...keys import DataKey, validate_run_id
 from ...lazy import LazyData
 from ...manifest import Manifest
 from ...objects.fsstore import FsObjectStore  # stored objects: see that module
+from ...records import dtype_to_json
 from ..base import StorageBackend
 from .arrays import array_templates, consolidated
 from .chunks import clear_plans
@@ -82,6 +83,10 @@ def _parse_time(iso: str) -> _dt.datetime | None:
 
 def _rebuild(cls: type[ZarrBackend], kwargs: dict[str, Any]) -> ZarrBackend:
     return cls(**kwargs)
+
+
+_TEMPLATES: dict[str, str] = {}
+"""Array templates made (JSON) by dtype, codecs, descriptions and units, in this process."""
 
 
 class ZarrBackend(FsObjectStore, StorageBackend):
@@ -405,8 +410,23 @@ class ZarrBackend(FsObjectStore, StorageBackend):
         descriptions: dict[str, str] | None = None,
         units: dict[str, str] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """Per field, the Zarr v3 array metadata this backend writes, less shape and chunks."""
-        return array_templates(dtype, self.compressors, descriptions, units)
+        """Per field, the Zarr v3 array metadata this backend writes, less shape and chunks.
+
+        Made through zarr once per dtype, descriptions and units (~10 ms at the start of
+        every save otherwise); each call returns its own copy.
+        """
+        codecs = [c.to_dict() for c in self.compressors]
+        key = json.dumps(
+            [dtype_to_json(dtype), codecs, descriptions, units], sort_keys=True, default=str
+        )
+        raw = _TEMPLATES.get(key)
+        if raw is None:
+            raw = json.dumps(array_templates(dtype, self.compressors, descriptions, units))
+            if len(_TEMPLATES) >= 256:
+                _TEMPLATES.clear()
+            _TEMPLATES[key] = raw
+        templates: dict[str, dict[str, Any]] = json.loads(raw)
+        return templates
 
     def _checked(self, path: str) -> str:
         """``path``, after checking (on local disk) that no symbolic link leads it out."""

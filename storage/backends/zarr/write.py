@@ -32,7 +32,7 @@ from ...keys import DataKey
 from ...manifest import Digest, Manifest, Partition, Segment, now_iso
 from ...records import dtype_to_json
 from ...saver import Saver
-from .arrays import attempt_attributes, chunk_bounds, consolidated, segment_array_meta
+from .arrays import SegmentDocuments, attempt_attributes, chunk_bounds, consolidated
 from .dtypes import is_mapped, to_storage
 from .encode import ChunkEncoder, encoder_for
 from .pending import MIN_BYTES_IN_FLIGHT, PendingWrites, write_concurrency
@@ -90,7 +90,7 @@ class ZarrSaver(Saver):
         state = {**self.__dict__, "_leased": False, "_committed_here": False}
         state["_defer_writes"] = False
         state["_first_lease"] = None
-        for k in ("_pending", "_encoder_cache", "_lease_lock"):
+        for k in ("_pending", "_encoder_cache", "_documents_cache", "_lease_lock"):
             state.pop(k, None)
         return state
 
@@ -158,6 +158,12 @@ class ZarrSaver(Saver):
             self._encoder_cache = enc
         return enc
 
+    def _documents(self) -> SegmentDocuments:
+        docs = self.__dict__.get("_documents_cache")
+        if docs is None:
+            docs = self._documents_cache = SegmentDocuments(self.templates, self.dtype)
+        return docs
+
     def _writes(self) -> PendingWrites:
         w = self.__dict__.get("_pending")
         if w is None:
@@ -197,17 +203,18 @@ class ZarrSaver(Saver):
         group_doc = _zarr.metadata_buffers(_zarr.group_metadata({}))["zarr.json"].to_bytes()
         objects.append((f"{gpath}/zarr.json", (group_doc,)))
         metadata["zarr.json"] = _digest_bytes(group_doc, False)
+        docs = self._documents()
         for f in names:
             # Metadata is written without zarr's parent-group creation: every object under the
             # segment has exactly one writer (this task), and no request is spent on parents.
-            meta = _zarr.metadata_from_dict(
-                segment_array_meta(self.templates, shape, f, self.dtype)
-            )
             path = f"{gpath}/{layout.check_field(f)}"
-            doc = _zarr.metadata_buffers(meta)["zarr.json"].to_bytes()
+            doc = docs.document_bytes(shape, f)
             objects.append((f"{path}/zarr.json", (doc,)))
             metadata[f"{f}/zarr.json"] = _digest_bytes(doc, False)
-            arr = _zarr.writable_array(store, path, meta)
+            arr = None  # zarr's array, for a chain only zarr's codec pipeline encodes
+            if encoders[f] is None:
+                meta = _zarr.metadata_from_dict(docs.document(shape, f))
+                arr = _zarr.writable_array(store, path, meta)
             col = data[f]
             if is_mapped(self.templates[f]):
                 col = to_storage(np.ascontiguousarray(col), self.dtype[f].base)
@@ -220,6 +227,7 @@ class ZarrSaver(Saver):
                 if enc is not None:
                     parts: tuple[bytes, ...] = enc.encode_parts(col[a:b], chunk_rows[f])
                 else:
+                    assert arr is not None
                     buf = _zarr.run(_zarr.encode_chunk(arr, i, np.ascontiguousarray(col[a:b])))
                     parts = (buf.to_bytes(),)
                 # the recorded crc32c of a chunk is its trailing checksum (_zarr.object_crc32c)
@@ -233,7 +241,7 @@ class ZarrSaver(Saver):
                     sizes = [d.size for d in digests[i // k * k :]]
                     parts = (*inner, index_bytes(sizes, k))
                     inner = []
-                objects.append((f"{path}/{_zarr.chunk_key(arr, i // k)}", parts))
+                objects.append((f"{path}/{docs.chunk_key(f, i // k)}", parts))
                 if not self._defer_writes:
                     held += sum(len(q) for q in parts)
                     if held >= self.chunk_target_bytes:
@@ -351,7 +359,7 @@ class ZarrSaver(Saver):
             strata_version=__version__,
             attempt_metadata=group,
         )
-        document = manifest.to_document(consolidated(manifest))
+        document = manifest.to_document(consolidated(manifest, self._documents()))
         d = b.layout.key_dir(self.backend_key)
         replaced = self._replaced_attempt() if self.overwrite else None
         b._invalidate(d)
@@ -428,25 +436,18 @@ class ZarrSaver(Saver):
 
     def _expected_keys(self, segments: list[Segment]) -> dict[str, str]:
         """Store key -> what it is, of every object the manifest of ``segments`` names."""
-        store = self.backend.store
+        docs = self._documents()  # a chunk's key depends on the field alone, not the segment
         out = {}
-        arrays: dict[str, Any] = {}  # a chunk's key depends on the field alone, not the segment
         for seg in segments:
             gpath = self.backend.layout.segment_prefix(self.backend_key, self.attempt, seg.name)
             out[f"{gpath}/zarr.json"] = f"segment {seg.name}"
             for f in self.dtype.names or ():
                 path = f"{gpath}/{layout.check_field(f)}"
                 out[f"{path}/zarr.json"] = f"segment {seg.name} array {f}"
-                arr = arrays.get(f)
-                if arr is None:
-                    meta = _zarr.metadata_from_dict(
-                        segment_array_meta(self.templates, seg, f, self.dtype)
-                    )
-                    arr = arrays[f] = _zarr.writable_array(store, path, meta)
                 k = seg.shard(f)
                 for i in range(seg.n_objects(f)):
                     what = f"chunk {i}" if k == 1 else f"shard {i} (chunks {i * k}-{i * k + k - 1})"
-                    key = f"{path}/{_zarr.chunk_key(arr, i)}"
+                    key = f"{path}/{docs.chunk_key(f, i)}"
                     out[key] = f"segment {seg.name} array {f} {what}"
         return out
 
