@@ -528,6 +528,9 @@ def print_results(results: dict[str, Any], console: Any = None) -> None:
         f"{cfg['nbytes'] / 1e6:,.0f} MB of records ({cfg['partitions']} partitions x "
         f"{cfg['rows_per_partition']:,} rows), {m['cpus']} CPUs, best of {cfg['repeat']}"
     )
+    s3_rounds = cfg.get("s3_repeat") or cfg["repeat"] + 1
+    if s3_rounds != cfg["repeat"] and any(c["where"] != "local" for c in results["cases"]):
+        head += f" (S3: of {s3_rounds})"
 
     # -- the comparison, row by row
     t = table(

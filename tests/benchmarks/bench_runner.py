@@ -77,6 +77,10 @@ class BenchConfig:
         Partitions of the streaming-memory run (generated inside the plugin).
     repeat
         Rounds of every case; the best time of each is reported (memory: the largest).
+    s3_repeat
+        Rounds of every S3 case (default: ``repeat + 1``). Serial round trips are the
+        difference of two timings of 1-2 s on a machine that runs moto, the proxy and the
+        client on the same cores: a round more takes its noise down.
     keep
         Keep the work directory.
     skip
@@ -103,11 +107,17 @@ class BenchConfig:
     strax_workers: tuple[int, ...] = (1,)
     stream_partitions: int = 10
     repeat: int = 2
+    s3_repeat: int | None = None
     keep: bool = False
     skip: tuple[str, ...] = ()
     delays_ms: tuple[float, ...] = (0.0, 20.0)
     strata_s3_options: dict[str, Any] = field(default_factory=dict)
     profile: bool = False
+
+    @property
+    def rounds_s3(self) -> int:
+        """Rounds of every S3 case."""
+        return self.s3_repeat if self.s3_repeat is not None else self.repeat + 1
 
     @property
     def rows(self) -> int:
@@ -369,8 +379,8 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str,
     """
     from bench_report import summarize
 
-    if cfg.partitions < 1 or cfg.size_mb <= 0 or cfg.repeat < 1:
-        raise ValueError("size_mb, partitions and repeat must be positive")
+    if cfg.partitions < 1 or cfg.size_mb <= 0 or cfg.repeat < 1 or cfg.rounds_s3 < 1:
+        raise ValueError("size_mb, partitions, repeat and s3_repeat must be positive")
     unknown = sorted(set(cfg.skip) - set(SKIPPABLE))
     if unknown:
         raise ValueError(f"cannot skip {unknown}: skippable are {', '.join(SKIPPABLE)}")
@@ -394,9 +404,13 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str,
                 f"{', '.join(s3.endpoint(d) for d in cfg.delays_ms)}"
             )
         groups = _grouped(cases)
-        for r in range(cfg.repeat):
+        rounds = max(cfg.repeat, cfg.rounds_s3)
+        for r in range(rounds):
             for group in _rotated(groups, r):
-                for c, res in _run_group(group, s3, f"r{r}", say, f"round {r + 1}/{cfg.repeat}"):
+                n = cfg.repeat if group[0].where == "local" else cfg.rounds_s3
+                if r >= n:
+                    continue
+                for c, res in _run_group(group, s3, f"r{r}", say, f"round {r + 1}/{n}"):
                     subs = ["compress", "decompress"] if c.operation == "codec" else [None]
                     for sub in subs:
                         one = _result(c, res, sub)
@@ -507,6 +521,7 @@ def main(
     partitions: int = 10,
     seed: int = 0,
     repeat: int | None = None,
+    s3_repeat: int | None = None,
     quick: bool = False,
     json_path: str | Path | None = None,
     workdir: str | None = None,
@@ -553,6 +568,7 @@ def main(
         strax_workers=tuple(int(w) for w in _names(strax_workers)),
         stream_partitions=pick("stream_partitions", stream_partitions),
         repeat=pick("repeat", repeat),
+        s3_repeat=s3_repeat,
         keep=keep,
         skip=tuple(skip),
         delays_ms=delays,

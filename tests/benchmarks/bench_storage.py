@@ -45,6 +45,11 @@ from bench_runner import main as bench_main
 @click.option("--partitions", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, help="Random seed of the records.")
 @click.option("--repeat", type=click.IntRange(1), help="Rounds, best kept (default 2; --quick: 1).")
+@click.option(
+    "--s3-repeat",
+    type=click.IntRange(1),
+    help="Rounds of the S3 cases, best kept (default: --repeat + 1).",
+)
 @click.option("--quick", is_flag=True, help="Development run: 30 MB, 1 round, strax blosc only.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Default: a temporary one.")

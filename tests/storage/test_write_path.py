@@ -207,3 +207,34 @@ def test_backend_templates_are_made_once_and_handed_out_as_copies(tmp_path):
     assert "description" not in backend.array_templates(FIELD_DTYPE)["time"]["attributes"]
     other = DirectoryFrontend(str(tmp_path / "z"), compressor="zstd").backend
     assert other.array_templates(FIELD_DTYPE)["time"]["codecs"] != again["time"]["codecs"]
+
+
+def test_encoding_pool_keeps_order_bounds_lookahead_and_raises_in_place():
+    from strata.storage.backends.zarr.encode import _pool, in_order
+
+    pulled = []
+
+    def jobs(n, bad=None):
+        for i in range(n):
+            pulled.append(i)
+
+            def job(i=i):
+                if i == bad:
+                    raise ValueError(f"job {i}")
+                return i * i
+
+            yield job
+
+    assert list(in_order(jobs(50))) == [i * i for i in range(50)]
+    assert list(in_order(jobs(7), parallel=False)) == [i * i for i in range(7)]
+    pulled.clear()
+    gen = in_order(jobs(100))
+    assert next(gen) == 0
+    ahead = 2 * _pool()._max_workers
+    assert len(pulled) == ahead + 1  # the first `ahead`, then one more as the first is taken
+    gen.close()  # the consumer stops: nothing more is taken from the jobs
+    assert len(pulled) == ahead + 1
+    gen = in_order(jobs(20, bad=5))
+    assert [next(gen) for _ in range(5)] == [0, 1, 4, 9, 16]
+    with pytest.raises(ValueError, match="job 5"):
+        next(gen)

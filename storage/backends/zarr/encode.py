@@ -13,13 +13,19 @@ as before. A test compares both paths byte for byte.
 
 from __future__ import annotations
 
+import collections
+import os
 import threading
-from typing import Any
+from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import google_crc32c
 import numpy as np
 
-__all__ = ["ChunkEncoder", "encoder_for"]
+__all__ = ["ChunkEncoder", "encode_threads", "encoder_for", "in_order"]
+
+T = TypeVar("T")
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
@@ -123,3 +129,69 @@ def encoder_for(template: dict[str, Any]) -> ChunkEncoder | None:
     if not {"cname", "clevel", "shuffle", "typesize"} <= set(cfg) or cfg["shuffle"] not in _SHUFFLE:
         return None
     return ChunkEncoder(cfg, template.get("fill_value", 0))
+
+
+# -- the encoding pool ---------------------------------------------------------------------
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+_POOL_LOCK = threading.Lock()
+
+MIN_PARALLEL_BYTES = 2**20
+"""Bytes of a segment below which its chunks are encoded in the calling thread (handing a
+small chunk to another thread costs more than encoding it)."""
+
+
+def encode_threads() -> int:
+    """Threads of the encoding pool: the threads of this process's Dask worker, if it is one,
+    else the CPUs this process may run on (its affinity: a batch job's share, not the node's).
+    """
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(encode_threads(), "strata-encode"))
+        return _POOL[1]
+
+
+def in_order(jobs: Iterable[Callable[[], T]], parallel: bool = True) -> Generator[T, None, None]:
+    """The results of ``jobs``, in order, computed on the process's encoding pool a few ahead
+    of the one being consumed (or one by one in the calling thread if not ``parallel``).
+
+    Every task that saves hands its chunks to the same pool, so the cores stay busy to the
+    end of a save: when one task is left, its chunks are encoded on every thread, not on its
+    own one. At most twice the pool's threads are encoded ahead of the consumer, which bounds
+    what is held; the jobs not yet started are cancelled if the consumer stops.
+    """
+    if not parallel:
+        for job in jobs:
+            yield job()
+        return
+    pool = _pool()
+    ahead = 2 * pool._max_workers
+    it = iter(jobs)
+    futures: collections.deque[Future[T]] = collections.deque()
+    try:
+        for job in it:
+            futures.append(pool.submit(job))
+            if len(futures) >= ahead:
+                break
+        while futures:
+            done = futures.popleft()
+            more = next(it, None)
+            if more is not None:
+                futures.append(pool.submit(more))
+            yield done.result()
+    finally:
+        for f in futures:
+            f.cancel()

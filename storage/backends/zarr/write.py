@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,7 +36,7 @@ from ...records import dtype_to_json
 from ...saver import Saver
 from .arrays import SegmentDocuments, attempt_attributes, chunk_bounds, consolidated
 from .dtypes import is_mapped, to_storage
-from .encode import ChunkEncoder, encoder_for
+from .encode import MIN_PARALLEL_BYTES, ChunkEncoder, encoder_for, in_order
 from .pending import MIN_BYTES_IN_FLIGHT, PendingWrites, write_concurrency
 from .shards import index_bytes, shard_chunks_for, shardable
 
@@ -191,26 +193,22 @@ class ZarrSaver(Saver):
         lease = self._start_lease()
         self._clear_rerun_leftovers(name)
 
-        # Every object of the segment is encoded here, in the calling (Dask worker) thread, not
-        # in zarr's single event-loop thread, with exactly its rows; its size and crc32c go
-        # into the manifest, so a reader can tell a missing, truncated or swapped chunk from
-        # the data. Only the encoded bytes travel on: the PUTs need nothing else, and the
-        # partition's memory is free once this returns.
+        # Every chunk of the segment is encoded with exactly its rows on the process's
+        # encoding pool (.encode.in_order: all cores, to the end of a save), not in zarr's
+        # single event-loop thread; its size and crc32c go into the manifest, so a reader can
+        # tell a missing, truncated or swapped chunk from the data. Only the encoded bytes
+        # travel on: the PUTs need nothing else, and the partition's memory is free once this
+        # returns.
         objects: list[tuple[str, tuple[bytes, ...]]] = []  # key, parts of the object
-        held, first = 0, True  # encoded bytes not yet handed to a write; no flush yet
         chunks: dict[str, list[Digest]] = {}
         metadata: dict[str, Digest] = {}
         group_doc = _zarr.metadata_buffers(_zarr.group_metadata({}))["zarr.json"].to_bytes()
         objects.append((f"{gpath}/zarr.json", (group_doc,)))
         metadata["zarr.json"] = _digest_bytes(group_doc, False)
         docs = self._documents()
+        fields = []  # per field: array path, zarr's array (if zarr encodes), column, bounds
         for f in names:
-            # Metadata is written without zarr's parent-group creation: every object under the
-            # segment has exactly one writer (this task), and no request is spent on parents.
             path = f"{gpath}/{layout.check_field(f)}"
-            doc = docs.document_bytes(shape, f)
-            objects.append((f"{path}/zarr.json", (doc,)))
-            metadata[f"{f}/zarr.json"] = _digest_bytes(doc, False)
             arr = None  # zarr's array, for a chain only zarr's codec pipeline encodes
             if encoders[f] is None:
                 meta = _zarr.metadata_from_dict(docs.document(shape, f))
@@ -218,18 +216,51 @@ class ZarrSaver(Saver):
             col = data[f]
             if is_mapped(self.templates[f]):
                 col = to_storage(np.ascontiguousarray(col), self.dtype[f].base)
-            enc = encoders[f]
+            fields.append((f, path, arr, col, chunk_bounds(0, len(col), chunk_rows[f])))
+        jobs = (
+            functools.partial(_encode, encoders[f], arr, col, i, a, b, chunk_rows[f])
+            for f, _, arr, col, bounds in fields
+            for i, (a, b) in enumerate(bounds)
+        )
+        with contextlib.closing(
+            in_order(jobs, parallel=data.nbytes >= MIN_PARALLEL_BYTES)
+        ) as encoded:
+            self._collect(fields, encoded, shape, store, lease, objects, chunks, metadata, True)
+        # The lease marks the attempt as not committed: this copy of the saver writes it
+        # before its first data (a save killed at once leaves the marker too), then renews
+        # it with every segment, alongside the segment's objects.
+        return Segment(name, len(data), chunk_rows, chunks, metadata, shard_chunks)
+
+    def _collect(
+        self,
+        fields: list[tuple[str, str, Any, np.ndarray, list[tuple[int, int]]]],
+        encoded: Iterator[tuple[bytes, ...]],
+        shape: Segment,
+        store: Any,
+        lease: Any,
+        objects: list[tuple[str, tuple[bytes, ...]]],
+        chunks: dict[str, list[Digest]],
+        metadata: dict[str, Digest],
+        first: bool,
+    ) -> None:
+        """Take the encoded chunks of ``fields`` in order into their objects (chunks, or
+        shards with their index), the digests into ``chunks`` and ``metadata``, and hand the
+        objects to the writes (as they add up to a chunk's bytes, unless writes are deferred;
+        the rest at the end).
+        """
+        docs = self._documents()
+        held = 0  # encoded bytes not yet handed to a write
+        for f, path, _, _, bounds in fields:
+            # Metadata is written without zarr's parent-group creation: every object under the
+            # segment has exactly one writer (this task), and no request is spent on parents.
+            doc = docs.document_bytes(shape, f)
+            objects.append((f"{path}/zarr.json", (doc,)))
+            metadata[f"{f}/zarr.json"] = _digest_bytes(doc, False)
             digests = []
             k = shape.shard(f)
-            bounds = chunk_bounds(0, len(col), chunk_rows[f])
             inner: list[bytes] = []  # the stored bytes of the shard's chunks so far
-            for i, (a, b) in enumerate(bounds):
-                if enc is not None:
-                    parts: tuple[bytes, ...] = enc.encode_parts(col[a:b], chunk_rows[f])
-                else:
-                    assert arr is not None
-                    buf = _zarr.run(_zarr.encode_chunk(arr, i, np.ascontiguousarray(col[a:b])))
-                    parts = (buf.to_bytes(),)
+            for i in range(len(bounds)):
+                parts = next(encoded)
                 # the recorded crc32c of a chunk is its trailing checksum (_zarr.object_crc32c)
                 digests.append(
                     Digest(sum(len(p) for p in parts), int.from_bytes(parts[-1][-4:], "little"))
@@ -247,15 +278,11 @@ class ZarrSaver(Saver):
                     if held >= self.chunk_target_bytes:
                         # waiting in this task anyway: write as encoded, so a task holds its
                         # partition and about one chunk of encoded bytes, not a segment's
-                        self._flush(store, objects, lease, renew=first)
-                        objects, held, first = [], 0, False
+                        self._flush(store, list(objects), lease, renew=first)
+                        objects.clear()
+                        held, first = 0, False
             chunks[f] = digests
-
-        # The lease marks the attempt as not committed: this copy of the saver writes it
-        # before its first data (a save killed at once leaves the marker too), then renews
-        # it with every segment, alongside the segment's objects.
         self._flush(store, objects, lease, renew=first)
-        return Segment(name, len(data), chunk_rows, chunks, metadata, shard_chunks)
 
     def _flush(
         self, store: Any, objects: list[tuple[str, tuple[bytes, ...]]], lease: Any, renew: bool
@@ -486,6 +513,18 @@ class ZarrSaver(Saver):
             b._remove_key_dir_if_empty(self.backend_key)
         except (FileNotFoundError, OSError) as e:
             logger.debug("abort of %s: %s", self.attempt, e)
+
+
+def _encode(
+    enc: ChunkEncoder | None, arr: Any, col: np.ndarray, i: int, a: int, b: int, rows: int
+) -> tuple[bytes, ...]:
+    """The stored bytes of chunk ``i`` (rows ``a:b`` of ``col``), as parts: by strata's
+    encoder, or by zarr's codec pipeline for a chain the encoder does not take.
+    """
+    if enc is not None:
+        return enc.encode_parts(col[a:b], rows)
+    buf = _zarr.run(_zarr.encode_chunk(arr, i, np.ascontiguousarray(col[a:b])))
+    return (buf.to_bytes(),)
 
 
 def _digest_bytes(raw: bytes, ends_with_crc32c: bool) -> Digest:
