@@ -230,7 +230,7 @@ def test_encoding_pool_keeps_order_bounds_lookahead_and_raises_in_place():
     pulled.clear()
     gen = in_order(jobs(100))
     assert next(gen) == 0
-    ahead = 2 * _pool()._max_workers
+    ahead = 2 * _pool()[1]
     assert len(pulled) == ahead + 1  # the first `ahead`, then one more as the first is taken
     gen.close()  # the consumer stops: nothing more is taken from the jobs
     assert len(pulled) == ahead + 1

@@ -132,7 +132,8 @@ def encoder_for(template: dict[str, Any]) -> ChunkEncoder | None:
 
 
 # -- the encoding pool ---------------------------------------------------------------------
-_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+_POOL: tuple[int, ThreadPoolExecutor, int] | None = None
+"""(pid, pool, its threads): a forked child makes its own."""
 _POOL_LOCK = threading.Lock()
 
 MIN_PARALLEL_BYTES = 2**20
@@ -156,12 +157,14 @@ def encode_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _pool() -> ThreadPoolExecutor:
+def _pool() -> tuple[ThreadPoolExecutor, int]:
+    """The process's encoding pool and its number of threads."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL[0] != os.getpid():
-            _POOL = (os.getpid(), ThreadPoolExecutor(encode_threads(), "strata-encode"))
-        return _POOL[1]
+            n = encode_threads()
+            _POOL = (os.getpid(), ThreadPoolExecutor(n, "strata-encode"), n)
+        return _POOL[1], _POOL[2]
 
 
 def in_order(jobs: Iterable[Callable[[], T]], parallel: bool = True) -> Generator[T, None, None]:
@@ -177,8 +180,8 @@ def in_order(jobs: Iterable[Callable[[], T]], parallel: bool = True) -> Generato
         for job in jobs:
             yield job()
         return
-    pool = _pool()
-    ahead = 2 * pool._max_workers
+    pool, threads = _pool()
+    ahead = 2 * threads
     it = iter(jobs)
     futures: collections.deque[Future[T]] = collections.deque()
     try:

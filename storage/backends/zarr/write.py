@@ -225,10 +225,7 @@ class ZarrSaver(Saver):
         with contextlib.closing(
             in_order(jobs, parallel=data.nbytes >= MIN_PARALLEL_BYTES)
         ) as encoded:
-            self._collect(fields, encoded, shape, store, lease, objects, chunks, metadata, True)
-        # The lease marks the attempt as not committed: this copy of the saver writes it
-        # before its first data (a save killed at once leaves the marker too), then renews
-        # it with every segment, alongside the segment's objects.
+            self._collect(fields, encoded, shape, store, lease, objects, chunks, metadata)
         return Segment(name, len(data), chunk_rows, chunks, metadata, shard_chunks)
 
     def _collect(
@@ -241,7 +238,6 @@ class ZarrSaver(Saver):
         objects: list[tuple[str, tuple[bytes, ...]]],
         chunks: dict[str, list[Digest]],
         metadata: dict[str, Digest],
-        first: bool,
     ) -> None:
         """Take the encoded chunks of ``fields`` in order into their objects (chunks, or
         shards with their index), the digests into ``chunks`` and ``metadata``, and hand the
@@ -249,7 +245,7 @@ class ZarrSaver(Saver):
         the rest at the end).
         """
         docs = self._documents()
-        held = 0  # encoded bytes not yet handed to a write
+        held, first = 0, True  # encoded bytes not yet handed to a write; no flush yet
         for f, path, _, _, bounds in fields:
             # Metadata is written without zarr's parent-group creation: every object under the
             # segment has exactly one writer (this task), and no request is spent on parents.
@@ -282,6 +278,9 @@ class ZarrSaver(Saver):
                         objects.clear()
                         held, first = 0, False
             chunks[f] = digests
+        # The lease marks the attempt as not committed: this copy of the saver writes it
+        # before its first data (a save killed at once leaves the marker too), then renews
+        # it with every segment, alongside the segment's objects.
         self._flush(store, objects, lease, renew=first)
 
     def _flush(
