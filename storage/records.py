@@ -63,7 +63,10 @@ def endtime(x: np.ndarray) -> np.ndarray:
     if "endtime" in names:
         return x["endtime"].astype(np.int64, copy=False)
     if "length" in names and "dt" in names:
-        return x["time"] + x["length"].astype(np.int64) * x["dt"].astype(np.int64)
+        et = x["length"].astype(np.int64)  # in place from here: one temporary, not three
+        et *= x["dt"]
+        et += x["time"]
+        return et
     return x["time"]
 
 
@@ -86,8 +89,7 @@ def check_partition(
         raise ValueError(f"{where}: partition must be one-dimensional, got shape {data.shape}")
     if len(data) == 0:
         return data
-    # one strided pass over the records per field read; the rest works on contiguous copies
-    t = data["time"].astype(np.int64)
+    t = data["time"]
     if len(t) > 1 and np.any(t[1:] < t[:-1]):
         i = int(np.argmax(t[1:] < t[:-1]))
         raise ValueError(f"{where}: times are not sorted (row {i + 1}: {t[i + 1]} < {t[i]})")
@@ -95,15 +97,7 @@ def check_partition(
         raise ValueError(
             f"{where}: record at time {t[0]} starts before the partition start {start}"
         )
-    names = data.dtype.names or ()
-    if "endtime" in names:
-        et = data["endtime"].astype(np.int64)
-    elif "length" in names and "dt" in names:
-        et = data["length"].astype(np.int64)
-        et *= data["dt"]
-        et += t
-    else:
-        et = t
+    et = endtime(data)
     if et.max() <= end:
         return data
     bad = np.flatnonzero(et > end)
