@@ -1,8 +1,8 @@
 """Benchmark: strata against the tools users would pick instead, on the same records.
 
 strata, raw Zarr (``dask.array.to_zarr``), Parquet (pyarrow) and Icechunk on local disk and on
-S3 (moto on 127.0.0.1 behind a latency proxy adding 0 and 20 ms before each response's first
-byte), strax's ``DataDirectory`` and the codec alone on local disk: every case in a fresh
+S3 (moto on 127.0.0.1 behind a latency proxy adding 0, 20 and 80 ms before each response's
+first byte), strax's ``DataDirectory`` and the codec alone on local disk: every case in a fresh
 process, warm-up first, on the same data. Prints the figures, strata / peer ratios, S3
 requests by kind, serial round trips and requests in flight, and the targets with "holds" /
 "falls short" (see ``storage_cases.py`` for the cases, ``bench_report.py`` for the targets).
@@ -77,7 +77,10 @@ from bench_runner import main as bench_main
     help="Groups of cases not to run (repeatable).",
 )
 @click.option(
-    "--delays-ms", default="0,20", show_default=True, help="S3 proxy delays before first byte."
+    "--delays-ms",
+    default="0,20,80",
+    show_default=True,
+    help="S3 proxy delays (ms) before each first byte: targets at the second, round trips fitted.",
 )
 @click.option(
     "--s3-option",

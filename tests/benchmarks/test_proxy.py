@@ -286,3 +286,22 @@ def test_waves() -> None:
     assert [x["start"] for x in w] == [0, 3, 5]
     assert [x["seconds"] for x in w] == [2, 1, 1]
     assert waves([]) == []
+
+
+def test_round_trips_are_the_slope_over_the_delays() -> None:
+    from bench_report import round_trip_slope, target_delay
+
+    # 6 round trips: wall time grows by 6 x the delay; a disturbance of 10 ms on the +20 ms
+    # timing moves the fitted slope by far less than it moves a two-point difference
+    exact = [(0.0, 1.0), (0.02, 1.12), (0.08, 1.48)]
+    assert round_trip_slope(exact) == pytest.approx(6.0)
+    noisy = [(0.0, 1.0), (0.02, 1.13), (0.08, 1.48)]
+    assert (1.13 - 1.0) / 0.02 == pytest.approx(6.5)
+    assert abs(round_trip_slope(noisy) - 6.0) < 0.1
+    assert round_trip_slope(exact[:2]) == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="two different delays"):
+        round_trip_slope([(0.02, 1.0), (0.02, 1.1)])
+    with pytest.raises(ValueError, match="two delays at least"):
+        round_trip_slope([(0.0, 1.0)])
+    assert target_delay([80, 0, 20]) == 20.0
+    assert target_delay([20]) == 20.0
