@@ -92,7 +92,7 @@ class BenchConfig:
     strata_s3_options
         Extra ``storage_options`` for strata on S3 (for example a connection pool size).
     profile
-        Also run strata's local (and S3, at the largest delay) write and read once more under
+        Also run strata's local (and S3, at the targets' delay) write and read once more under
         cProfile in every thread, and report the top entries (not timed figures).
 
     """
