@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -53,14 +54,10 @@ def round_trip_slope(points: list[tuple[float, float]]) -> float:
     moves the difference of two (a 10 ms disturbance is half a round trip at 20 ms, an eighth at
     80 ms).
     """
-    if len(points) < 2:
-        raise ValueError(f"round trips need timings at two delays at least, got {points!r}")
-    mx = sum(x for x, _ in points) / len(points)
-    my = sum(y for _, y in points) / len(points)
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    if sxx == 0:
-        raise ValueError(f"round trips need two different delays, got {points!r}")
-    return sum((x - mx) * (y - my) for x, y in points) / sxx
+    if len({x for x, _ in points}) < 2:
+        raise ValueError(f"round trips need timings at two different delays at least: {points!r}")
+    xs, ys = zip(*points, strict=True)
+    return statistics.linear_regression(xs, ys).slope
 
 
 def summarize(
@@ -97,16 +94,16 @@ def summarize(
     round_trips: dict[str, float] = {}
     for c in cases:
         if delays and c.where == hi:
-            points = [
+            points = sorted(
                 (float(o.where[3:-2]) / 1000, o.seconds)
                 for o in cases
                 if (o.system, o.operation) == (c.system, c.operation) and o.where.startswith("s3+")
-            ]
+            )
             if len({x for x, _ in points}) > 1:
-                rt = round_trip_slope(sorted(points))
+                rt = round_trip_slope(points)
                 round_trips[f"{c.system} {c.operation}"] = rt
                 c.extra["serial_round_trips"] = rt
-                c.extra["round_trip_points"] = sorted(points)
+                c.extra["round_trip_points"] = points
 
     def value(system: str, where: str, op: str, metric: str) -> float:
         if system == "strax":

@@ -301,7 +301,7 @@ def test_round_trips_are_the_slope_over_the_delays() -> None:
     assert round_trip_slope(exact[:2]) == pytest.approx(6.0)
     with pytest.raises(ValueError, match="two different delays"):
         round_trip_slope([(0.02, 1.0), (0.02, 1.1)])
-    with pytest.raises(ValueError, match="two delays at least"):
+    with pytest.raises(ValueError, match="two different delays"):
         round_trip_slope([(0.0, 1.0)])
     assert target_delay([80, 0, 20]) == 20.0
     assert target_delay([20]) == 20.0
