@@ -19,7 +19,15 @@ from typing import Any
 from latency_proxy import waves
 from storage_cases import RECORD_DTYPE
 
-__all__ = ["print_results", "profile_summary", "summarize"]
+__all__ = [
+    "delay_of",
+    "print_results",
+    "profile_summary",
+    "round_trip_slope",
+    "summarize",
+    "target_delay",
+    "where_of",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 PEER_LABELS = {"zarr": "raw zarr", "parquet": "parquet", "icechunk": "icechunk", "strax": "strax"}
@@ -30,14 +38,24 @@ def _waves_of(c: Any) -> str:
     return str(c.s3.get("waves", "?")) if c.s3 else "?"
 
 
+def where_of(delay_ms: float) -> str:
+    """The ``where`` label of S3 at ``delay_ms``: ``"s3+20ms"``."""
+    return f"s3+{delay_ms:g}ms"
+
+
+def delay_of(where: str) -> float | None:
+    """The delay (ms) of a ``where`` label of :func:`where_of` (``None`` for ``"local"``)."""
+    return float(where[3:-2]) if where.startswith("s3+") else None
+
+
 def _delays(cases: list[Any]) -> tuple[float, float] | None:
     """The S3 delays (ms) of ``cases``: the smallest and the one the targets are read at.
 
     The targets hold at the second smallest delay (20 ms by default); further delays only
     sharpen the serial round trips, fitted over all of them (:func:`round_trip_slope`).
     """
-    ds = sorted({float(c.where[3:-2]) for c in cases if c.where.startswith("s3+")})
-    return (ds[0], target_delay(ds)) if ds else None
+    ds = [d for c in cases if (d := delay_of(c.where)) is not None]
+    return (min(ds), target_delay(ds)) if ds else None
 
 
 def target_delay(delays: Any) -> float:
@@ -78,8 +96,8 @@ def summarize(
     if sw is None or sr is None:
         raise RuntimeError("strata's write and read cases did not run")
     delays = _delays(cases)
-    lo = f"s3+{delays[0]:g}ms" if delays else ""
-    hi = f"s3+{delays[1]:g}ms" if delays else ""
+    lo = where_of(delays[0]) if delays else ""
+    hi = where_of(delays[1]) if delays else ""
 
     # -- derived figures -----------------------------------------------------------------------
     for c in cases:
@@ -95,9 +113,10 @@ def summarize(
     for c in cases:
         if delays and c.where == hi:
             points = sorted(
-                (float(o.where[3:-2]) / 1000, o.seconds)
+                (d / 1000, o.seconds)
                 for o in cases
-                if (o.system, o.operation) == (c.system, c.operation) and o.where.startswith("s3+")
+                if (o.system, o.operation) == (c.system, c.operation)
+                and (d := delay_of(o.where)) is not None
             )
             if len({x for x, _ in points}) > 1:
                 rt = round_trip_slope(points)
@@ -785,7 +804,7 @@ def _print_strata_s3(results: dict[str, Any], console: Any, table: Any, say: Any
     cases = [c for c in results["cases"] if c["system"] == "strata" and c["where"].startswith("s3")]
     if not cases:
         return
-    hi = f"s3+{target_delay(float(c['where'][3:-2]) for c in cases):g}ms"
+    hi = where_of(target_delay(delay_of(c["where"]) for c in cases))
     for op in ("write", "read", "read area", "read 10% time_range"):
         c = next((c for c in cases if c["where"] == hi and c["operation"] == op), None)
         if c is None or not c["s3"]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from bench_report import target_delay, where_of
 from storage_cases import PARTITION_NS, RECORD_DTYPE, make_partition, rows_per_partition
 
 __all__ = ["SKIPPABLE", "BenchConfig", "Case", "CaseResult", "case_list", "main", "run_bench"]
@@ -174,11 +175,6 @@ class Case(NamedTuple):
     where: str
     operation: str
     spec: dict[str, Any]
-
-
-def where_of(delay_ms: float) -> str:
-    """The ``where`` label of S3 at ``delay_ms``: ``"s3+20ms"``."""
-    return f"s3+{delay_ms:g}ms"
 
 
 def _strata_setting(cfg: BenchConfig) -> str:
@@ -477,7 +473,7 @@ def _profiles(
     cfg: BenchConfig, cases: list[Case], s3: Any, workdir: Path, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """strata's write and read once more under cProfile (local; S3 at the targets' delay)."""
-    from bench_report import profile_summary, target_delay
+    from bench_report import profile_summary
 
     wheres = ["local"] + ([where_of(target_delay(cfg.delays_ms))] if s3 is not None else [])
     out: dict[str, Any] = {}
